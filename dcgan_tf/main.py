@@ -1,0 +1,137 @@
+"""Command line: `python -m dcgan_tf.main --flagfile=configs/X.cfg --mode=...` (or `dcgan-tf`).
+
+Defines one absl flag per Config field, validates them before TensorFlow is imported, and makes
+one library call per mode. The only module that reads FLAGS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+
+from absl import app, flags, logging
+
+from dcgan_tf import config as config_lib
+
+FLAGS = flags.FLAGS
+EXIT_USAGE = 2  # Bad flags or input: the convention of argparse and absl's usage errors.
+
+_DEFINE = {
+    bool: flags.DEFINE_bool,
+    int: flags.DEFINE_integer,
+    float: flags.DEFINE_float,
+    str: flags.DEFINE_string,
+}
+
+
+def _define_flags() -> None:
+    types = {'bool': bool, 'int': int, 'float': float, 'str': str}
+    for field in dataclasses.fields(config_lib.Config):
+        help_text, choices = config_lib.field_help(field.name)
+        if choices:
+            flags.DEFINE_enum(field.name, field.default, choices, help_text)
+        else:
+            _DEFINE[types[field.type]](field.name, field.default, help_text)
+
+
+_define_flags()
+
+
+def _fail(message: str) -> None:
+    print(f'error: {message}', file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's parser, but a bad flag is one sentence and exit status 2 rather than a usage dump."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        _fail(f'{e}. Run with --helpfull to list the flags.')
+    return []
+
+
+def _drop_library_info(record) -> bool:
+    return record.levelno >= 30 or f'{os.sep}site-packages{os.sep}' not in record.pathname
+
+
+def _quiet_tensorflow() -> None:
+    """Imports TensorFlow without its CUDA/oneDNN start-up chatter, unless --verbosity asks for it."""
+    if FLAGS.verbosity > 0:
+        return
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    import warnings
+
+    warnings.filterwarnings('ignore', module='keras')
+    # TensorFlow's C++ logs lines before absl::InitializeLog() whatever TF_CPP_MIN_LOG_LEVEL says,
+    # so the import runs with the stderr file descriptor pointed at /dev/null.
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices('GPU')  # Probes CUDA now, while stderr is still quiet.
+        # TensorFlow's Python INFO lines (e.g. one per checkpoint save) go through absl too.
+        logging.get_absl_handler().addFilter(_drop_library_info)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def build_config() -> config_lib.Config:
+    """The Config from FLAGS, validated (ConfigError on a bad value)."""
+    values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(config_lib.Config)}
+    return config_lib.validate(config_lib.Config(**values))
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        _fail(f'unexpected arguments {" ".join(argv[1:])!r}; flags look like --name=value.')
+    try:
+        cfg = build_config()
+    except config_lib.ConfigError as e:
+        _fail(str(e))
+    logging.set_verbosity(logging.INFO)
+    _quiet_tensorflow()
+    _check_workdir_writable(cfg)
+
+    from dcgan_tf import data  # noqa: PLC0415 - TensorFlow loads only after the flags pass.
+
+    try:
+        if cfg.mode == 'train':
+            from dcgan_tf import train
+
+            train.train_and_evaluate(cfg, cfg.workdir)
+        else:
+            _fail(f'--mode={cfg.mode} is not available yet in this version.')
+    except (config_lib.ConfigError, data.DataError) as e:
+        _fail(str(e))
+
+
+def _check_workdir_writable(cfg: config_lib.Config) -> None:
+    if cfg.mode != 'train' or cfg.workdir.startswith('gs://'):
+        return
+    if cfg.overwrite and os.path.isdir(cfg.workdir):
+        import shutil
+
+        shutil.rmtree(cfg.workdir)
+    try:
+        os.makedirs(cfg.workdir, exist_ok=True)
+        probe = os.path.join(cfg.workdir, f'.write_test{os.getpid()}')
+        with open(probe, 'w') as f:
+            f.write('ok')
+        os.remove(probe)
+    except OSError as e:
+        _fail(f'--workdir={cfg.workdir} is not writable ({e.strerror}).')
+
+
+def run() -> None:
+    """Console-script entry point (`dcgan-tf`)."""
+    app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == '__main__':
+    run()

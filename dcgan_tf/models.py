@@ -1,0 +1,194 @@
+"""Generator and discriminator builders: keras.Sequential models sized from the resolution.
+
+`dcgan` follows Radford et al. (2016): project z and reshape, then stride-2 transposed convolutions
+that halve the width and double the size, BatchNorm + ReLU everywhere but the tanh output; the
+discriminator mirrors it with stride-2 convolutions, LeakyReLU(0.2) and BatchNorm on every layer but
+the input one. `tutorial` is the TensorFlow DCGAN tutorial's MNIST pair, kept for comparison.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import layers
+
+from dcgan_tf.config import Config
+
+KERNEL_SIZE = 5  # The paper's released code and the TF tutorial use 5x5 kernels.
+
+
+def _weights_init(seed: int) -> keras.initializers.Initializer:
+    # The paper: "All weights were initialized from a zero-centered Normal distribution with
+    # standard deviation 0.02."
+    return keras.initializers.RandomNormal(0.0, 0.02, seed=seed)
+
+
+def _batch_norm(cfg: Config, seed: int, name: str) -> layers.Layer:
+    # gamma ~ N(1, 0.02) as in the paper's reference code; synchronized=True makes the statistics
+    # global under a multi-replica strategy instead of per replica.
+    return layers.BatchNormalization(
+        gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02, seed=seed),
+        synchronized=cfg.sync_bn,
+        name=name,
+    )
+
+
+def start_size(resolution: int) -> int:
+    """Side of the first feature map: 7 for 28x28 (MNIST), 4 otherwise."""
+    return 7 if resolution == 28 else 4
+
+
+def num_upsamplings(resolution: int) -> int:
+    """Stride-2 layers between the first feature map and the image (log2 of the size ratio)."""
+    ratio = resolution // start_size(resolution)
+    if ratio * start_size(resolution) != resolution or ratio & (ratio - 1):
+        raise ValueError(f'resolution {resolution} is not {start_size(resolution)} times a power of 2')
+    return int(math.log2(ratio))
+
+
+def build_generator(cfg: Config) -> keras.Sequential:
+    """z [B, z_dim] -> images [B, H, W, C] in [-1, 1] (float32 whatever the compute precision)."""
+    if cfg.arch == 'tutorial':
+        return _tutorial_generator(cfg)
+    n = num_upsamplings(cfg.resolution)
+    size = start_size(cfg.resolution)
+    width = cfg.gf_dim * 2 ** (n - 1)  # e.g. 512 at 64x64 with gf_dim=64
+    seed = cfg.seed * 1000
+    model = keras.Sequential(name='generator')
+    model.add(keras.Input(shape=(cfg.z_dim,), name='z'))
+    # "Project and reshape": the one matrix multiply the paper allows before the convolutions.
+    # No bias before BatchNorm: its shift makes one redundant.
+    model.add(
+        layers.Dense(
+            size * size * width, use_bias=False, kernel_initializer=_weights_init(seed), name='project'
+        )
+    )
+    model.add(layers.Reshape((size, size, width), name='reshape'))
+    model.add(_batch_norm(cfg, seed + 1, 'project_bn'))
+    model.add(layers.ReLU(name='project_relu'))
+    for i in range(1, n):
+        width //= 2
+        model.add(
+            layers.Conv2DTranspose(
+                width,
+                KERNEL_SIZE,
+                strides=2,
+                padding='same',
+                use_bias=False,
+                kernel_initializer=_weights_init(seed + 2 * i),
+                name=f'deconv{i}',
+            )
+        )
+        model.add(_batch_norm(cfg, seed + 2 * i + 1, f'deconv{i}_bn'))
+        model.add(layers.ReLU(name=f'deconv{i}_relu'))
+    model.add(
+        layers.Conv2DTranspose(
+            cfg.channels,
+            KERNEL_SIZE,
+            strides=2,
+            padding='same',
+            kernel_initializer=_weights_init(seed + 2 * n),
+            name='to_image',
+        )
+    )
+    # float32 output under mixed precision: images are written, compared and fed to D unchanged.
+    model.add(layers.Activation('tanh', dtype='float32', name='tanh'))
+    return model
+
+
+def build_discriminator(cfg: Config) -> keras.Sequential:
+    """images [B, H, W, C] in [-1, 1] -> one float32 logit per image [B, 1]."""
+    if cfg.arch == 'tutorial':
+        return _tutorial_discriminator(cfg)
+    n = num_upsamplings(cfg.resolution)
+    seed = cfg.seed * 1000 + 500
+    model = keras.Sequential(name='discriminator')
+    model.add(keras.Input(shape=(cfg.resolution, cfg.resolution, cfg.channels), name='image'))
+    width = cfg.df_dim
+    for i in range(n):
+        model.add(
+            layers.Conv2D(
+                width * 2**i,
+                KERNEL_SIZE,
+                strides=2,
+                padding='same',
+                use_bias=i == 0,
+                kernel_initializer=_weights_init(seed + 2 * i),
+                name=f'conv{i}',
+            )
+        )
+        if i > 0:  # The paper: no BatchNorm on the discriminator's input layer.
+            model.add(_batch_norm(cfg, seed + 2 * i + 1, f'conv{i}_bn'))
+        model.add(layers.LeakyReLU(negative_slope=0.2, name=f'conv{i}_lrelu'))
+    model.add(layers.Flatten(name='flatten'))
+    model.add(layers.Dense(1, kernel_initializer=_weights_init(seed + 2 * n), dtype='float32', name='logit'))
+    return model
+
+
+def _tutorial_generator(cfg: Config) -> keras.Sequential:
+    # tensorflow.org/tutorials/generative/dcgan `make_generator_model`, with z_dim from the config.
+    seed = cfg.seed * 1000
+    init = keras.initializers.GlorotUniform
+    return keras.Sequential(
+        [
+            keras.Input(shape=(cfg.z_dim,), name='z'),
+            layers.Dense(7 * 7 * 256, use_bias=False, kernel_initializer=init(seed), name='project'),
+            layers.BatchNormalization(name='project_bn'),
+            layers.LeakyReLU(name='project_lrelu'),
+            layers.Reshape((7, 7, 256), name='reshape'),
+            layers.Conv2DTranspose(
+                128,
+                5,
+                strides=1,
+                padding='same',
+                use_bias=False,
+                kernel_initializer=init(seed + 1),
+                name='deconv1',
+            ),
+            layers.BatchNormalization(name='deconv1_bn'),
+            layers.LeakyReLU(name='deconv1_lrelu'),
+            layers.Conv2DTranspose(
+                64,
+                5,
+                strides=2,
+                padding='same',
+                use_bias=False,
+                kernel_initializer=init(seed + 2),
+                name='deconv2',
+            ),
+            layers.BatchNormalization(name='deconv2_bn'),
+            layers.LeakyReLU(name='deconv2_lrelu'),
+            layers.Conv2DTranspose(
+                1,
+                5,
+                strides=2,
+                padding='same',
+                use_bias=False,
+                kernel_initializer=init(seed + 3),
+                name='to_image',
+            ),
+            layers.Activation('tanh', dtype='float32', name='tanh'),
+        ],
+        name='generator',
+    )
+
+
+def _tutorial_discriminator(cfg: Config) -> keras.Sequential:
+    # tensorflow.org/tutorials/generative/dcgan `make_discriminator_model`.
+    seed = cfg.seed * 1000 + 500
+    init = keras.initializers.GlorotUniform
+    return keras.Sequential(
+        [
+            keras.Input(shape=(28, 28, 1), name='image'),
+            layers.Conv2D(64, 5, strides=2, padding='same', kernel_initializer=init(seed), name='conv0'),
+            layers.LeakyReLU(name='conv0_lrelu'),
+            layers.Dropout(0.3, seed=seed, name='conv0_dropout'),
+            layers.Conv2D(128, 5, strides=2, padding='same', kernel_initializer=init(seed + 1), name='conv1'),
+            layers.LeakyReLU(name='conv1_lrelu'),
+            layers.Dropout(0.3, seed=seed + 1, name='conv1_dropout'),
+            layers.Flatten(name='flatten'),
+            layers.Dense(1, kernel_initializer=init(seed + 2), dtype='float32', name='logit'),
+        ],
+        name='discriminator',
+    )

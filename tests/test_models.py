@@ -1,0 +1,98 @@
+"""The architectures follow the paper's guidelines at every supported resolution."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import tiny_config
+from keras import layers
+
+from dcgan_tf import models
+
+
+@pytest.mark.parametrize('resolution', [28, 32, 64, 128])
+@pytest.mark.parametrize('channels', [1, 3])
+def test_shapes_and_range(resolution, channels):
+    cfg = tiny_config(resolution=resolution, channels=channels, z_dim=10)
+    generator, discriminator = models.build_generator(cfg), models.build_discriminator(cfg)
+    z = np.random.default_rng(0).normal(size=(3, 10)).astype('float32') * 3
+    images = generator(z, training=False).numpy()
+    assert images.shape == (3, resolution, resolution, channels)
+    assert images.dtype == np.float32
+    assert np.all(images >= -1) and np.all(images <= 1)
+    logits = discriminator(images, training=False)
+    assert logits.shape == (3, 1)
+
+
+@pytest.mark.parametrize('resolution', [28, 32, 64, 128])
+def test_paper_guidelines(resolution):
+    cfg = tiny_config(resolution=resolution)
+    generator, discriminator = models.build_generator(cfg), models.build_discriminator(cfg)
+    for model in (generator, discriminator):
+        assert isinstance(model, keras.Sequential)
+        assert not any('pool' in type(la).__name__.lower() for la in model.layers)
+        convs = [la for la in model.layers if isinstance(la, layers.Conv2D | layers.Conv2DTranspose)]
+        assert convs and all(c.strides == (2, 2) for c in convs)
+    # Generator: BN + ReLU after every layer but the output, which is tanh.
+    g_layers = generator.layers
+    assert isinstance(g_layers[-1], layers.Activation) and g_layers[-1].get_config()['activation'] == 'tanh'
+    weighted = [i for i, la in enumerate(g_layers) if isinstance(la, layers.Dense | layers.Conv2DTranspose)]
+    for i in weighted[:-1]:
+        following = g_layers[i + 1 : i + 4]
+        assert any(isinstance(la, layers.BatchNormalization) for la in following)
+        assert any(isinstance(la, layers.ReLU) for la in following)
+    assert not any(isinstance(la, layers.BatchNormalization) for la in g_layers[weighted[-1] :])
+    # Discriminator: LeakyReLU(0.2) everywhere, BN on every conv but the first.
+    d_convs = [i for i, la in enumerate(discriminator.layers) if isinstance(la, layers.Conv2D)]
+    for n, i in enumerate(d_convs):
+        nxt = discriminator.layers[i + 1]
+        assert isinstance(nxt, layers.BatchNormalization) == (n > 0)
+    lrelus = [la for la in discriminator.layers if isinstance(la, layers.LeakyReLU)]
+    assert len(lrelus) == len(d_convs)
+    assert all(la.negative_slope == pytest.approx(0.2) for la in lrelus)
+    assert isinstance(discriminator.layers[-1], layers.Dense) and discriminator.layers[-1].units == 1
+
+
+def test_widths_at_64_match_the_paper():
+    cfg = tiny_config(resolution=64, channels=3, gf_dim=64, df_dim=64, z_dim=100)
+    generator = models.build_generator(cfg)
+    deconv_widths = [la.filters for la in generator.layers if isinstance(la, layers.Conv2DTranspose)]
+    assert generator.get_layer('reshape').output.shape[1:] == (4, 4, 512)
+    assert deconv_widths == [256, 128, 64, 3]
+    discriminator = models.build_discriminator(cfg)
+    assert [la.filters for la in discriminator.layers if isinstance(la, layers.Conv2D)] == [64, 128, 256, 512]
+    # project: 100 * 4*4*512 weights (no bias before BN) = 819,200; BN 4 * 512 = 2,048 (gamma, beta,
+    # moving mean, moving variance); deconv1 5*5*512*256 = 3,276,800; BN 1,024; deconv2
+    # 5*5*256*128 = 819,200; BN 512; deconv3 5*5*128*64 = 204,800; BN 256; to_image 5*5*64*3 + 3
+    # = 4,803. Total 5,128,643.
+    assert generator.count_params() == 5_128_643
+
+
+def test_initialisation_is_the_papers():
+    cfg = tiny_config(resolution=64, gf_dim=64, df_dim=64)
+    generator = models.build_generator(cfg)
+    kernel = generator.get_layer('deconv1').kernel.numpy()
+    assert abs(kernel.mean()) < 1e-3 and kernel.std() == pytest.approx(0.02, rel=0.05)
+    gamma = generator.get_layer('deconv1_bn').gamma.numpy()
+    assert gamma.mean() == pytest.approx(1.0, abs=0.01) and gamma.std() == pytest.approx(0.02, rel=0.2)
+
+
+def test_tutorial_pair():
+    cfg = tiny_config(arch='tutorial', resolution=28, z_dim=100)
+    generator, discriminator = models.build_generator(cfg), models.build_discriminator(cfg)
+    assert generator.output_shape == (None, 28, 28, 1)
+    assert any(isinstance(la, layers.Dropout) for la in discriminator.layers)
+    # The tutorial's generator: Dense(7*7*256, no bias) = 100 * 12,544 = 1,254,400 weights.
+    assert generator.get_layer('project').count_params() == 1_254_400
+
+
+def test_mixed_precision_outputs_stay_float32():
+    keras.mixed_precision.set_global_policy('mixed_bfloat16')
+    try:
+        cfg = tiny_config()
+        generator, discriminator = models.build_generator(cfg), models.build_discriminator(cfg)
+        images = generator(np.zeros((2, cfg.z_dim), 'float32'))
+        assert images.dtype == 'float32'
+        assert discriminator(images).dtype == 'float32'
+        assert generator.get_layer('project').compute_dtype == 'bfloat16'
+    finally:
+        keras.mixed_precision.set_global_policy('float32')

@@ -1,0 +1,116 @@
+"""The Trainer learns, checkpoints, and resumes exactly where an uninterrupted run would be."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import tiny_config
+
+from dcgan_tf import train
+
+
+@pytest.fixture
+def deterministic():
+    tf.config.experimental.enable_op_determinism()
+    yield
+    # There is no public way to switch it off again; it only costs speed in later tests.
+
+
+def _weights(trainer):
+    return [v.numpy() for v in trainer.generator.weights + trainer.discriminator.weights]
+
+
+@pytest.mark.parametrize('arch', ['dcgan', 'tutorial'])
+def test_resume_equals_uninterrupted_run(tmp_path, deterministic, arch):
+    extra = dict(arch='tutorial', resolution=28, z_dim=8) if arch == 'tutorial' else {}
+    cfg = tiny_config(train_steps=6, checkpoint_every=3, sample_every=100, **extra)
+    straight = train.train_and_evaluate(cfg, str(tmp_path / 'straight'))
+    # "Interrupted" after 3 steps (a checkpoint is written there), then the same command again.
+    train.train_and_evaluate(cfg.replace(train_steps=3), str(tmp_path / 'resumed'))
+    resumed = train.train_and_evaluate(cfg, str(tmp_path / 'resumed'))
+    assert resumed.restored_from.endswith('ckpt-3')
+    assert int(resumed.step) == int(straight.step) == 6
+    for a, b in zip(_weights(straight), _weights(resumed), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(straight.rng.state.numpy(), resumed.rng.state.numpy())
+
+
+def test_loss_moves_and_d_learns(tmp_path):
+    cfg = tiny_config(
+        train_steps=30,
+        log_every=10,
+        sample_every=100,
+        checkpoint_every=100,
+        batch_size=16,
+        d_lr=1e-3,
+        g_lr=1e-4,
+    )
+    train.train_and_evaluate(cfg, str(tmp_path))
+    history = train.read_metrics(str(tmp_path / 'metrics.jsonl'))
+    assert [h['step'] for h in history] == [10, 20, 30]
+    # D starts at chance (D(x) ~ D(G(z)) ~ 0.5) and learns to tell real from fake.
+    assert history[0]['d_loss'] > history[-1]['d_loss']
+    assert history[-1]['d_real'] > history[-1]['d_fake']
+
+
+def test_workdir_outputs(tmp_path):
+    cfg = tiny_config(train_steps=4, steps_per_call=2)
+    trainer = train.train_and_evaluate(cfg, str(tmp_path))
+    samples = sorted(os.listdir(tmp_path / 'samples'))
+    assert samples == [
+        'losses.png',
+        'progress.gif',
+        'step_0000000.png',
+        'step_0000002.png',
+        'step_0000004.png',
+    ]
+    assert (tmp_path / 'config.cfg').read_text().count('--resolution=16') == 1
+    assert trainer.manager.latest_checkpoint.endswith('ckpt-4')
+    events = os.listdir(tmp_path / 'tensorboard' / 'train')
+    tags = set()
+    for event in tf.compat.v1.train.summary_iterator(str(tmp_path / 'tensorboard' / 'train' / events[0])):
+        tags.update(v.tag for v in event.summary.value)
+    assert {
+        'train/d_loss',
+        'train/g_loss',
+        'train/d_real',
+        'train/d_fake',
+        'train/images_per_second',
+        'samples/fixed_z',
+    } <= tags
+
+
+def test_steps_per_call_gives_the_same_training(tmp_path, deterministic):
+    cfg = tiny_config(train_steps=4, checkpoint_every=4, sample_every=100, log_every=4)
+    one = train.train_and_evaluate(cfg, str(tmp_path / 'one'))
+    four = train.train_and_evaluate(cfg.replace(steps_per_call=4), str(tmp_path / 'four'))
+    for a, b in zip(_weights(one), _weights(four), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_eager_and_graph_steps_agree(tmp_path, deterministic):
+    cfg = tiny_config(train_steps=2, checkpoint_every=2, sample_every=100)
+    graph = train.train_and_evaluate(cfg, str(tmp_path / 'graph'))
+    eager = train.train_and_evaluate(cfg.replace(run_eagerly=True), str(tmp_path / 'eager'))
+    for a, b in zip(_weights(graph), _weights(eager), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_epochs_set_the_length(tmp_path):
+    cfg = tiny_config(
+        train_steps=0,
+        epochs=2,
+        synthetic_examples=40,
+        batch_size=8,
+        checkpoint_every=100,
+        sample_every=100,
+        log_every=100,
+    )
+    assert int(train.train_and_evaluate(cfg, str(tmp_path)).step) == 10
+
+
+def test_refuses_a_workdir_of_another_model(tmp_path):
+    train.train_and_evaluate(tiny_config(train_steps=2), str(tmp_path))
+    with pytest.raises(train.ConfigError, match='--gf_dim=8 there, 16 now'):
+        train.train_and_evaluate(tiny_config(train_steps=2, gf_dim=16), str(tmp_path))
