@@ -108,6 +108,19 @@ class Config:
     checkpoint_every: int = _field(1000, 'Steps between checkpoints.')
     keep_checkpoints: int = _field(3, 'Rolling checkpoints kept.')
     num_grid: int = _field(64, 'Images in each fixed-z sample grid (a square number reads best).')
+    # --- robustness (issue 8) ---
+    on_nan: str = _field(
+        'stop',
+        'On a NaN/Inf loss: stop (keep the last good checkpoint) or rollback (restore it, halve the '
+        'learning rates, go on).',
+        ('stop', 'rollback'),
+    )
+    max_rollbacks: int = _field(3, 'Most rollbacks one run makes with --on_nan=rollback before it stops.')
+    collapse_threshold: float = _field(
+        0.1,
+        'Warn of mode collapse when the fixed-z samples differ less than this fraction of real images '
+        'do (mean pairwise distance; 0: off).',
+    )
 
     @property
     def model_flags(self) -> dict[str, Any]:
@@ -179,7 +192,18 @@ def validate(cfg: Config) -> Config:
     if cfg.dataset in ('mnist', 'fashion_mnist') and cfg.data_dir:
         _check_data_dir(cfg.data_dir, '')
     _require(bool(cfg.workdir), '--workdir must not be empty.')
+    _validate_robustness(cfg)
     return cfg
+
+
+def _validate_robustness(cfg: Config) -> None:
+    _require(
+        0 <= cfg.max_rollbacks <= 100, f'--max_rollbacks={cfg.max_rollbacks} must be between 0 and 100.'
+    )
+    _require(
+        0 <= cfg.collapse_threshold < 1,
+        f'--collapse_threshold={cfg.collapse_threshold} must be in [0, 1) (0 turns the warning off).',
+    )
 
 
 def _check_data_dir(path: str, missing_message: str) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from dcgan_tf import data, distribute, images, losses, models
+from dcgan_tf import data, distribute, images, losses, models, safety
 from dcgan_tf.config import MODEL_FLAGS, Config, ConfigError, from_flagfile_text, to_flagfile
 
 METRIC_KEYS = ('d_loss', 'g_loss', 'd_real', 'd_fake')
@@ -124,6 +124,7 @@ class Trainer:
         # Graph mode is decided once, here (STYLE rule 10), not by rebinding methods later.
         self._train_fn = self._train_steps if cfg.run_eagerly else tf.function(self._train_steps)
         self._iterator = None
+        self.stopped_by: str | None = None  # The signal that ended train_and_evaluate early, if any.
 
     # --- state ---
 
@@ -137,6 +138,17 @@ class Trainer:
 
     def save(self) -> str:
         return self.manager.save(checkpoint_number=self.step)
+
+    def roll_back(self) -> str:
+        """Restores the last good checkpoint with both learning rates halved (--on_nan=rollback)."""
+        # Halve the rates in force now, not the checkpoint's: a second rollback to the same
+        # checkpoint must not undo the first one's halving.
+        rates = [float(o.learning_rate) * 0.5 for o in (self.g_optimizer, self.d_optimizer)]
+        latest = self.manager.latest_checkpoint
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        self.g_optimizer.learning_rate, self.d_optimizer.learning_rate = rates
+        self._iterator = None  # Skips again to the restored step: the data order of an unbroken run.
+        return latest
 
     def dataset_fn(self, input_context: tf.distribute.InputContext) -> tf.data.Dataset:
         return data.make_dataset(self.cfg, self.source, input_context, start_step=int(self.step))
@@ -276,6 +288,52 @@ def _next_stop(step: int, total: int, cfg: Config) -> int:
     return min(stops)
 
 
+def _roll_back_or_raise(
+    trainer: Trainer, bad: tuple[str, float], step: int, num_steps: int, rollbacks: int
+) -> int:
+    """A NaN/Inf loss: restore the last good checkpoint (--on_nan=rollback) or stop with one sentence.
+
+    Returns the new rollback count; raises safety.NumericalError when the run must stop. Nothing of the
+    bad state is saved either way.
+    """
+    cfg, latest = trainer.cfg, trainer.manager.latest_checkpoint
+    if cfg.on_nan == 'rollback' and latest and rollbacks < cfg.max_rollbacks:
+        trainer.roll_back()
+        logging.warning(
+            '%s became %s by step %d: rolled back to %s (step %d) with learning rates G %.3g, D %.3g '
+            '(rollback %d of at most %d).',
+            *bad,
+            step + num_steps,
+            latest,
+            int(trainer.step),
+            float(trainer.g_optimizer.learning_rate),
+            float(trainer.d_optimizer.learning_rate),
+            rollbacks + 1,
+            cfg.max_rollbacks,
+        )
+        return rollbacks + 1
+    raise safety.NumericalError(
+        safety.nan_message(*bad, step + 1, step + num_steps, latest, rollbacks=rollbacks)
+    )
+
+
+def _check_diversity(trainer: Trainer, z: tf.Tensor, real: np.ndarray, writer, step: int) -> float:
+    """Logs the fixed-z samples' diversity; warns (log and TensorBoard) when it looks like mode collapse."""
+    ratio = safety.diversity_ratio(trainer.generate(z), real)
+    threshold = trainer.cfg.collapse_threshold
+    with writer.as_default(step=step):
+        tf.summary.scalar('train/sample_diversity', ratio)
+        if ratio < threshold:
+            message = (
+                f'Possible mode collapse at step {step}: the fixed-z samples differ only {ratio:.3f} as much '
+                f'as real images do (--collapse_threshold={threshold}); look at samples/ and consider lower '
+                f'learning rates or resuming from an earlier checkpoint.'
+            )
+            logging.warning(message)
+            tf.summary.text('warnings/mode_collapse', message)
+    return ratio
+
+
 # --- the outer loop ---
 
 
@@ -328,6 +386,11 @@ def train_and_evaluate(
         _write_sample_grid(trainer, z_grid, samples_dir, writer)
     window_start, window_steps = time.perf_counter(), 0
     first_call = True
+    # Reference spread of real images for the mode-collapse warning (a ratio fits every data set).
+    real_grid = data.take_images(trainer.source, cfg.num_grid, cfg) if cfg.collapse_threshold else None
+    rollbacks = 0
+    # SIGINT/SIGTERM (Ctrl-C, preemption) end the loop after the current call, with a checkpoint.
+    stop = safety.GracefulStop().install()
     while step < trainer.total_steps:
         num_steps = _next_stop(step, trainer.total_steps, cfg) - step
         if first_call:
@@ -336,6 +399,17 @@ def train_and_evaluate(
         if first_call:
             logging.info('First call done.')
             first_call = False
+        bad = safety.non_finite(values)
+        if bad is not None:  # Checked before anything is saved: the bad state never reaches disk.
+            try:
+                rollbacks = _roll_back_or_raise(trainer, bad, step, num_steps, rollbacks)
+            except safety.NumericalError:
+                stop.uninstall()
+                raise
+            step, window_steps = int(trainer.step), 0
+            for m in metrics.values():
+                m.reset_state()
+            continue
         step += num_steps
         window_steps += num_steps
         for k, v in values.items():
@@ -360,8 +434,20 @@ def train_and_evaluate(
             window_start, window_steps = time.perf_counter(), 0
         if trainer.is_chief and (step % cfg.sample_every == 0 or last):
             _write_sample_grid(trainer, z_grid, samples_dir, writer)
-        if step % cfg.checkpoint_every == 0 or last:
+            if real_grid is not None and len(real_grid) > 1:
+                _check_diversity(trainer, z_grid, real_grid, writer, step)
+        stopping = stop.requested  # Read once: a signal arriving later is handled after the next call.
+        if step % cfg.checkpoint_every == 0 or last or stopping:
             trainer.save()
+        if stopping:
+            logging.info(
+                'Stopped by %s at step %d with a checkpoint; the same command resumes from here.',
+                stop.signal_name,
+                step,
+            )
+            break
+    stop.uninstall()
+    trainer.stopped_by = stop.signal_name  # None when the run reached its last step.
     writer.flush()
     if trainer.is_chief:
         _write_final_pictures(workdir, metrics_path)

@@ -1,0 +1,211 @@
+"""Nothing lost: NaN/Inf stops or rolls back, signals stop gracefully, mode collapse is flagged."""
+
+import hashlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import REPO_ROOT, tiny_config
+
+from dcgan_tf import safety, train
+
+# --- helpers ---
+
+
+def _poison_at(monkeypatch, at_step: int, times: int = 1_000_000) -> list[int]:
+    """Makes G's first kernel NaN before the call that starts at `at_step` (a real NaN loss).
+
+    Returns a list that records the steps at which it struck.
+    """
+    original = train.Trainer.train_steps
+    struck = []
+
+    def train_steps(self, num_steps):
+        if int(self.step) == at_step and len(struck) < times:
+            struck.append(at_step)
+            kernel = self.generator.trainable_variables[0]
+            kernel.assign(tf.fill(kernel.shape, float('nan')))
+        return original(self, num_steps)
+
+    monkeypatch.setattr(train.Trainer, 'train_steps', train_steps)
+    return struck
+
+
+def _digest(folder) -> dict[str, str]:
+    return {
+        name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
+        for name in sorted(os.listdir(folder))
+        if os.path.isfile(folder / name)
+    }
+
+
+# --- the pure helpers ---
+
+
+def test_non_finite_and_message():
+    assert safety.non_finite({'d_loss': 1.0, 'g_loss': 2.0}) is None
+    assert safety.non_finite({'d_loss': 1.0, 'g_loss': float('inf')}) == ('g_loss', float('inf'))
+    message = safety.nan_message('g_loss', float('nan'), 5, 8, '/w/checkpoints/ckpt-4')
+    assert 'g_loss became nan at steps 5-8' in message and 'ckpt-4 is kept' in message
+    assert '--on_nan=rollback' in message and '\n' not in message
+
+
+def test_diversity_ratio_tells_collapse_from_variety():
+    rng = np.random.default_rng(0)
+    real = rng.uniform(-1, 1, size=(8, 16, 16, 1))
+    collapsed = np.repeat(real[:1], 8, axis=0) + rng.normal(0, 1e-3, size=real.shape)
+    assert safety.diversity_ratio(real, real) == pytest.approx(1.0)
+    assert safety.diversity_ratio(collapsed, real) < 0.01
+    # Two images at distance 2 everywhere: RMS distance per pixel is 2.
+    assert safety.pairwise_distance(np.stack([np.ones((4, 4)), -np.ones((4, 4))])) == pytest.approx(2.0)
+
+
+def test_first_signal_requests_a_stop_second_is_left_to_the_os():
+    previous = signal.getsignal(signal.SIGINT)
+    with safety.GracefulStop() as stop:
+        assert not stop.requested
+        os.kill(os.getpid(), signal.SIGINT)  # Handled at the next bytecode, in this thread.
+        assert stop.requested and stop.signal_name == 'SIGINT'
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_DFL
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert signal.getsignal(signal.SIGINT) is previous
+
+
+def test_second_sigint_ends_the_process_at_once():
+    # A process busy in a long call (here: sleep) dies on the second SIGINT, without waiting.
+    code = (
+        'import os, signal, time\n'
+        'from dcgan_tf import safety\n'
+        'stop = safety.GracefulStop().install()\n'
+        'os.kill(os.getpid(), signal.SIGINT)\n'
+        'assert stop.requested\n'
+        'os.kill(os.getpid(), signal.SIGINT)\n'
+        'time.sleep(30)\n'
+        'print("survived")\n'
+    )
+    result = subprocess.run(
+        [sys.executable, '-c', code], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT
+    )
+    assert result.returncode == -signal.SIGINT, result.stderr
+    assert 'survived' not in result.stdout
+
+
+# --- NaN / Inf ---
+
+
+def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    cfg = tiny_config(train_steps=8, checkpoint_every=2, log_every=2, sample_every=100)
+    _poison_at(monkeypatch, at_step=3)
+    checkpoints = tmp_path / 'checkpoints'
+    digests = {}
+    original_save = train.Trainer.save
+
+    def save(self):
+        path = original_save(self)
+        digests.update(_digest(checkpoints))
+        return path
+
+    monkeypatch.setattr(train.Trainer, 'save', save)
+    with pytest.raises(safety.NumericalError, match=r'became nan at step 4; .*ckpt-2 is kept') as error:
+        train.train_and_evaluate(cfg, str(tmp_path))
+    assert '\n' not in str(error.value)
+    # The bad state was not written: the last good checkpoint is the latest one, byte for byte.
+    assert tf.train.latest_checkpoint(str(checkpoints)).endswith('ckpt-2')
+    assert _digest(checkpoints) == digests
+    history = train.read_metrics(str(tmp_path / 'metrics.jsonl'))
+    assert [h['step'] for h in history] == [2]
+    # Signal handlers are put back even though the run stopped with an error.
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    # The same command resumes from the good checkpoint (the injected fault does not recur).
+    monkeypatch.undo()
+    resumed = train.train_and_evaluate(cfg, str(tmp_path))
+    assert resumed.restored_from.endswith('ckpt-2') and int(resumed.step) == 8
+
+
+def test_rollback_restores_halves_the_learning_rates_and_goes_on(tmp_path, monkeypatch, caplog):
+    cfg = tiny_config(
+        train_steps=6, checkpoint_every=2, log_every=2, sample_every=100, on_nan='rollback', g_lr=4e-4
+    )
+    struck = _poison_at(monkeypatch, at_step=3, times=1)
+    with caplog.at_level(logging.WARNING):
+        trainer = train.train_and_evaluate(cfg, str(tmp_path))
+    assert struck == [3]
+    assert int(trainer.step) == 6
+    assert float(trainer.g_optimizer.learning_rate) == pytest.approx(2e-4)
+    assert float(trainer.d_optimizer.learning_rate) == pytest.approx(cfg.d_lr / 2)
+    assert 'rolled back to' in caplog.text and 'ckpt-2' in caplog.text
+    history = train.read_metrics(str(tmp_path / 'metrics.jsonl'))
+    assert [h['step'] for h in history] == [2, 4, 6]
+    assert all(np.isfinite(h['d_loss']) and np.isfinite(h['g_loss']) for h in history)
+    weights = [w.numpy() for w in trainer.generator.weights]
+    assert all(np.isfinite(w).all() for w in weights)
+    # The halved rates are part of the checkpoint: a resumed run keeps them.
+    resumed = train.train_and_evaluate(cfg.replace(train_steps=7), str(tmp_path))
+    assert float(resumed.g_optimizer.learning_rate) == pytest.approx(2e-4)
+
+
+def test_rollbacks_are_limited(tmp_path, monkeypatch):
+    cfg = tiny_config(
+        train_steps=6, checkpoint_every=2, log_every=2, sample_every=100, on_nan='rollback', max_rollbacks=2
+    )
+    struck = _poison_at(monkeypatch, at_step=3)  # Every time: the fault is not a learning-rate one.
+    with pytest.raises(safety.NumericalError, match=r'after 2 rollback\(s\)'):
+        train.train_and_evaluate(cfg, str(tmp_path))
+    assert struck == [3, 3, 3]
+    assert tf.train.latest_checkpoint(str(tmp_path / 'checkpoints')).endswith('ckpt-2')
+
+
+# --- graceful stop ---
+
+
+def test_sigint_mid_run_checkpoints_the_step_reached_and_resumes(tmp_path, monkeypatch):
+    cfg = tiny_config(train_steps=20, checkpoint_every=10, log_every=10, sample_every=100)
+    original = train.Trainer.train_steps
+
+    def train_steps(self, num_steps):
+        values = original(self, num_steps)
+        if int(self.step) == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # Arrives while the loop is between calls.
+        return values
+
+    monkeypatch.setattr(train.Trainer, 'train_steps', train_steps)
+    trainer = train.train_and_evaluate(cfg, str(tmp_path))
+    assert trainer.stopped_by == 'SIGINT'
+    assert int(trainer.step) == 3
+    # Not due by --checkpoint_every (10), saved anyway.
+    assert trainer.manager.latest_checkpoint.endswith('ckpt-3')
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    monkeypatch.undo()
+    resumed = train.train_and_evaluate(cfg, str(tmp_path))
+    assert resumed.restored_from.endswith('ckpt-3') and resumed.stopped_by is None
+    assert int(resumed.step) == 20
+
+
+# --- mode collapse ---
+
+
+def test_mode_collapse_warning_in_log_and_tensorboard(tmp_path, caplog):
+    # A barely trained G draws near-identical pictures: far less varied than real shapes.
+    cfg = tiny_config(train_steps=2, sample_every=2, num_grid=8, collapse_threshold=0.9)
+    with caplog.at_level(logging.WARNING):
+        train.train_and_evaluate(cfg, str(tmp_path / 'warn'))
+    assert 'Possible mode collapse at step 2' in caplog.text
+    events = tmp_path / 'warn' / 'tensorboard' / 'train'
+    tags = {}
+    for name in os.listdir(events):
+        for event in tf.compat.v1.train.summary_iterator(str(events / name)):
+            for v in event.summary.value:
+                tags[v.tag] = v
+    assert 'warnings/mode_collapse' in tags
+    diversity = tf.make_ndarray(tags['train/sample_diversity'].tensor)
+    assert 0 <= diversity < 0.9
+    # 0 turns the measure off.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        train.train_and_evaluate(cfg.replace(collapse_threshold=0.0), str(tmp_path / 'off'))
+    assert 'mode collapse' not in caplog.text
