@@ -24,11 +24,20 @@ MODES = (
     'prepare',
     'bench',
 )
-DATASETS = ('embedded', 'synthetic', 'mnist', 'fashion_mnist', 'folder')
+DATASETS = ('embedded', 'synthetic', 'mnist', 'fashion_mnist', 'folder', 'celeb_a', 'lsun_lmdb')
+# Open-ended --dataset values: lsun/<category>, tfds:<any tfds image data set>, tfrecord:<prepared folder>.
+DATASET_PREFIXES = ('lsun/', 'tfds:', 'tfrecord:')
 RESOLUTIONS = (16, 28, 32, 64, 128)
 # Flags that change the shape of a model or its checkpoint: a workdir trained with other values
 # cannot be resumed with these.
 MODEL_FLAGS = ('arch', 'resolution', 'channels', 'z_dim', 'gf_dim', 'df_dim')
+FEATURE_NETS = ('inception', 'mnist', 'fashion_mnist')
+EVAL_SOURCES = ('generator', 'untrained', 'real')
+# Modes that read an exported SavedModel; ablate reads a checkpoint.
+SAVED_MODEL_MODES = ('sample', 'interpolate', 'arithmetic')
+# Enough for any grid a person looks at; more would be one giant batch in memory.
+MAX_SAMPLES = 4096
+MAX_SEED = 2**63 - 1  # The SavedModel's seed is an int64.
 
 
 class ConfigError(ValueError):
@@ -51,9 +60,9 @@ class Config:
     # --- data ---
     dataset: str = _field(
         'embedded',
-        'Training data: embedded (10k MNIST digits shipped in the '
-        'package), synthetic, mnist, fashion_mnist or folder.',
-        DATASETS,
+        'Training data: embedded (10k MNIST digits shipped in the package), synthetic, mnist, '
+        'fashion_mnist, folder, celeb_a, lsun/<category>, lsun_lmdb, tfds:<name> or tfrecord:<folder> '
+        '(made by --mode=prepare).',
     )
     data_dir: str = _field('', 'Folder of images (folder), IDX files (mnist) or tfds data_dir.')
     resolution: int = _field(28, 'Image height and width: 16 (tests), 28, 32, 64 or 128.')
@@ -108,6 +117,38 @@ class Config:
     checkpoint_every: int = _field(1000, 'Steps between checkpoints.')
     keep_checkpoints: int = _field(3, 'Rolling checkpoints kept.')
     num_grid: int = _field(64, 'Images in each fixed-z sample grid (a square number reads best).')
+    # --- export and sampling ---
+    ema_decay: float = _field(
+        0.999, 'Decay of the moving average of G weights, exported as the default sampler (0: off).'
+    )
+    export_at_end: bool = _field(True, 'Export <workdir>/saved_model when training ends.')
+    saved_model: str = _field(
+        '', 'SavedModel folder for the sampling modes (default: <workdir>/saved_model).'
+    )
+    sampler: str = _field(
+        'ema', 'Which exported generator to use: ema (averaged weights) or raw.', ('ema', 'raw')
+    )
+    num: int = _field(64, 'Images to sample (sample) or to render with and without filters (ablate).')
+    out: str = _field('', 'Output PNG (default: <mode>.png here); the z .npy and the GIF go beside it.')
+    out_dir: str = _field(
+        '', 'Also write one PNG per sample into this folder (sample); where --mode=prepare writes TFRecords.'
+    )
+    num_walks: int = _field(4, 'Latent walks, one grid row each (interpolate).')
+    interp_steps: int = _field(8, 'Images per walk, end points included (interpolate).')
+    interpolation: str = _field(
+        'slerp', 'Path between two z: slerp (on the sphere) or lerp.', ('slerp', 'lerp')
+    )
+    z_file: str = _field('', 'A .npy of z vectors written by --mode=sample (arithmetic).')
+    group_a: str = _field('', 'Comma-separated indices into --z_file for group A (arithmetic: A - B + C).')
+    group_b: str = _field('', 'Indices into --z_file for group B (subtracted).')
+    group_c: str = _field('', 'Indices into --z_file for group C (added).')
+    perturb_scale: float = _field(
+        0.25, 'Uniform noise added to A - B + C for the 8 outer cells (paper: 0.25).'
+    )
+    ablate_layer: str = _field(
+        '', 'Generator layer whose feature maps are zeroed (default: the last hidden one).'
+    )
+    ablate_filters: str = _field('', 'Feature maps to zero: indices like 0,5,7 or top:N (the N most active).')
     # --- robustness (issue 8) ---
     on_nan: str = _field(
         'stop',
@@ -120,6 +161,74 @@ class Config:
         0.1,
         'Warn of mode collapse when the fixed-z samples differ less than this fraction of real images '
         'do (mean pairwise distance; 0: off).',
+    )
+    # --- benchmark (issue 7) ---
+    bench: str = _field(
+        'step',
+        'What --mode=bench times: step (training on in-memory data) or input (the pipeline).',
+        ('step', 'input'),
+    )
+    bench_baseline: bool = _field(
+        False, 'Also time the straightforward tutorial-style step, interleaved with ours (--mode=bench).'
+    )
+    bench_warmup_steps: int = _field(4, 'Untimed steps first: tracing and warm caches (--mode=bench).')
+    bench_steps: int = _field(10, 'Steps per timed window (--mode=bench).')
+    bench_windows: int = _field(5, 'Timed windows; the median is reported (--mode=bench).')
+    # --- evaluation and probe (issue 5) ---
+    feature_net: str = _field(
+        'inception',
+        'Feature network of the quality metrics: inception (InceptionV3 at 299x299) or the '
+        "project's mnist / fashion_mnist classifier (--classifier_path).",
+        FEATURE_NETS,
+    )
+    inception_weights: str = _field(
+        'imagenet', "InceptionV3 weights: imagenet (Keras downloads them), a local .h5 file, or 'none'."
+    )
+    classifier_path: str = _field(
+        '', 'Classifier .keras file (feature nets mnist/fashion_mnist; where train_classifier saves it).'
+    )
+    classifier_epochs: int = _field(6, 'Training epochs of --mode=train_classifier.')
+    classifier_train_examples: int = _field(0, 'Train on only the first N examples (0: all; for tests).')
+    eval_source: str = _field(
+        'generator',
+        'What --mode=evaluate measures against the real split: generator (--saved_model, else the latest '
+        'checkpoint in --workdir), untrained (a freshly initialised G: the ceiling) or real (train-split '
+        'images: the floor).',
+        EVAL_SOURCES,
+    )
+    eval_every: int = _field(0, 'Steps between quality evaluations during training (0: off).')
+    eval_samples: int = _field(5000, 'Generated images per evaluation (papers use 50000).')
+    eval_real_samples: int = _field(0, 'Real images per evaluation (0: as many as --eval_samples).')
+    eval_real_split: str = _field('test', 'Split the real reference images come from.', ('test', 'train'))
+    eval_metric: str = _field(
+        'fid', 'Metric that picks the best checkpoint during training.', ('fid', 'kid', 'score', 'coverage')
+    )
+    kid_subsets: int = _field(100, 'Random subsets the KID is averaged over (its std is over them too).')
+    kid_subset_size: int = _field(1000, 'Samples per KID subset (capped at the smaller set).')
+    export_best: bool = _field(
+        False, 'Export the best-evaluated checkpoint (checkpoints/best) instead of the latest.'
+    )
+    probe_labels_per_class: str = _field(
+        '100,all', 'Labelled examples per class for the linear probe: comma-separated counts and/or all.'
+    )
+    probe_test_examples: int = _field(10000, 'Test images the probe is scored on (at most the split).')
+    # --- data sets and prepared data (issue 6) ---
+    crop: str = _field(
+        'center',
+        'Square crop before resizing: center (largest centred square), center:N (an N x N centred '
+        'square, e.g. 108 for CelebA at 64x64) or none (squash the whole image).',
+    )
+    eval_holdout: int = _field(
+        0,
+        'Hold out the last N training examples (a fixed slice) as the test split, e.g. for LSUN whose '
+        'validation split has 300 images (0: use the data set\'s own test split).',
+    )
+    tfds_manual_dir: str = _field('', "tensorflow-datasets' manual_dir (archives downloaded by hand).")
+    shard_mb: int = _field(128, 'Target size of each TFRecord shard written by --mode=prepare.')
+    cache_mb: int = _field(
+        4096,
+        'Prepared TFRecords (tfrecord:<folder>) up to this size are read into memory once (fastest); '
+        'larger ones stream from disk.',
     )
 
     @property
@@ -192,8 +301,71 @@ def validate(cfg: Config) -> Config:
     if cfg.dataset in ('mnist', 'fashion_mnist') and cfg.data_dir:
         _check_data_dir(cfg.data_dir, '')
     _require(bool(cfg.workdir), '--workdir must not be empty.')
+    _validate_sampling(cfg)
     _validate_robustness(cfg)
+    _validate_bench(cfg)
+    _validate_evaluation(cfg)
+    _validate_data_sets(cfg)
     return cfg
+
+
+def parse_labels_per_class(text: str) -> list[int]:
+    """'10,100,all' -> [10, 100, 0] (0: every labelled example); ConfigError on anything else."""
+    counts = []
+    for part in (p.strip() for p in text.split(',') if p.strip()):
+        if part == 'all':
+            counts.append(0)
+        elif part.isdigit() and int(part) > 0:
+            counts.append(int(part))
+        else:
+            raise ConfigError(
+                f'--probe_labels_per_class={text!r} must be positive counts and/or all, e.g. 10,100,all.'
+            )
+    _require(bool(counts), '--probe_labels_per_class is empty: give counts and/or all, e.g. 100,all.')
+    return counts
+
+
+def _validate_evaluation(cfg: Config) -> None:
+    positive = ('eval_samples', 'kid_subsets', 'kid_subset_size', 'classifier_epochs', 'probe_test_examples')
+    for name in positive:
+        value = getattr(cfg, name)
+        _require(value > 0, f'--{name}={value} must be a positive integer.')
+    for name in ('eval_every', 'eval_real_samples', 'classifier_train_examples'):
+        value = getattr(cfg, name)
+        _require(value >= 0, f'--{name}={value} must not be negative.')
+    _require(cfg.eval_samples >= 2, f'--eval_samples={cfg.eval_samples} must be at least 2 (a covariance).')
+    parse_labels_per_class(cfg.probe_labels_per_class)
+    needs_classifier = cfg.feature_net != 'inception' and (
+        cfg.mode == 'evaluate' or (cfg.mode == 'train' and cfg.eval_every > 0)
+    )
+    if needs_classifier and not cfg.classifier_path.startswith('gs://'):
+        _require(
+            bool(cfg.classifier_path),
+            f'--feature_net={cfg.feature_net} needs --classifier_path, a .keras file written by '
+            f'--mode=train_classifier --dataset={cfg.feature_net}.',
+        )
+        _require(
+            os.path.isfile(cfg.classifier_path),
+            f'--classifier_path={cfg.classifier_path} does not exist; train one with '
+            f'--mode=train_classifier.',
+        )
+    weights = cfg.inception_weights
+    if cfg.feature_net == 'inception' and weights not in ('imagenet', 'none') and not weights.startswith('gs://'):
+        _require(os.path.isfile(weights), f'--inception_weights={weights} is not a file (or imagenet, none).')
+    if cfg.mode == 'train_classifier':
+        _require(
+            cfg.dataset in ('mnist', 'fashion_mnist'),
+            f'--mode=train_classifier needs --dataset=mnist or fashion_mnist, not {cfg.dataset}.',
+        )
+
+
+def _validate_bench(cfg: Config) -> None:
+    for name in ('bench_steps', 'bench_windows'):
+        value = getattr(cfg, name)
+        _require(value > 0, f'--{name}={value} must be a positive integer.')
+    _require(
+        cfg.bench_warmup_steps >= 0, f'--bench_warmup_steps={cfg.bench_warmup_steps} must not be negative.'
+    )
 
 
 def _validate_robustness(cfg: Config) -> None:
@@ -204,6 +376,95 @@ def _validate_robustness(cfg: Config) -> None:
         0 <= cfg.collapse_threshold < 1,
         f'--collapse_threshold={cfg.collapse_threshold} must be in [0, 1) (0 turns the warning off).',
     )
+
+
+def parse_indices(text: str, flag: str) -> list[int]:
+    """'1,2, 5' -> [1, 2, 5]; ConfigError naming the flag when it is empty or not integers."""
+    try:
+        values = [int(part) for part in text.split(',') if part.strip()]
+    except ValueError:
+        raise ConfigError(f'--{flag}={text!r} must be comma-separated integers, e.g. 0,4,7.') from None
+    _require(bool(values), f'--{flag} is empty: give comma-separated indices, e.g. 0,4,7.')
+    return values
+
+
+def _validate_sampling(cfg: Config) -> None:
+    _require(0 <= cfg.ema_decay < 1, f'--ema_decay={cfg.ema_decay} must be in [0, 1) (0 turns it off).')
+    if cfg.mode not in (*SAVED_MODEL_MODES, 'ablate'):
+        return
+    _require(0 <= cfg.seed <= MAX_SEED, f'--seed={cfg.seed} must be between 0 and 2**63 - 1.')
+    _require(
+        0 < cfg.num <= MAX_SAMPLES, f'--num={cfg.num} must be between 1 and {MAX_SAMPLES} images per call.'
+    )
+    _require(0 < cfg.num_walks <= 256, f'--num_walks={cfg.num_walks} must be between 1 and 256.')
+    _require(2 <= cfg.interp_steps <= 1024, f'--interp_steps={cfg.interp_steps} must be between 2 and 1024.')
+    _require(
+        0 <= cfg.perturb_scale < 100 and cfg.perturb_scale == cfg.perturb_scale,
+        f'--perturb_scale={cfg.perturb_scale} must be a small non-negative number.',
+    )
+    if cfg.mode in SAVED_MODEL_MODES:
+        path = cfg.saved_model or os.path.join(cfg.workdir, 'saved_model')
+        if not path.startswith('gs://'):
+            _require(
+                os.path.isdir(path),
+                f'--saved_model={path} does not exist; export one with --mode=export --workdir=<run>.',
+            )
+            _require(
+                os.path.isfile(os.path.join(path, 'saved_model.pb')),
+                f'--saved_model={path} is not a SavedModel folder (no saved_model.pb in it).',
+            )
+    if cfg.mode == 'arithmetic':
+        _require(bool(cfg.z_file), '--mode=arithmetic needs --z_file, the z .npy written by --mode=sample.')
+        _require(os.path.isfile(cfg.z_file), f'--z_file={cfg.z_file} does not exist.')
+        for name in ('group_a', 'group_b', 'group_c'):
+            indices = parse_indices(getattr(cfg, name), name)
+            _require(min(indices) >= 0, f'--{name}={getattr(cfg, name)} has a negative index.')
+    if cfg.mode == 'ablate' and cfg.ablate_filters and not cfg.ablate_filters.startswith('top:'):
+        parse_indices(cfg.ablate_filters, 'ablate_filters')
+
+
+def parse_crop(text: str) -> tuple[str, int]:
+    """'center' -> ('center', 0); 'center:108' -> ('center', 108); 'none' -> ('none', 0)."""
+    kind, _, size = text.partition(':')
+    if kind == 'none' and not size:
+        return 'none', 0
+    if kind == 'center' and (not size or (size.isdigit() and int(size) > 0)):
+        return 'center', int(size or 0)
+    raise ConfigError(f'--crop={text!r} must be center, center:N (N a positive size, e.g. 108) or none.')
+
+
+def _validate_data_sets(cfg: Config) -> None:
+    dataset = cfg.dataset
+    prefix = next((p for p in DATASET_PREFIXES if dataset.startswith(p)), None)
+    _require(
+        dataset in DATASETS or (prefix is not None and len(dataset) > len(prefix)),
+        f'--dataset={dataset!r} is not one of: {", ".join(DATASETS)}, lsun/<category>, tfds:<name>, '
+        f'tfrecord:<folder>.',
+    )
+    parse_crop(cfg.crop)
+    _require(cfg.eval_holdout >= 0, f'--eval_holdout={cfg.eval_holdout} must not be negative.')
+    _require(cfg.shard_mb > 0, f'--shard_mb={cfg.shard_mb} must be a positive integer.')
+    _require(cfg.cache_mb >= 0, f'--cache_mb={cfg.cache_mb} must not be negative.')
+    if dataset == 'lsun_lmdb':
+        _check_data_dir(cfg.data_dir, '--dataset=lsun_lmdb needs --data_dir, e.g. .../bedroom_train_lmdb.')
+        if not cfg.data_dir.startswith('gs://'):
+            _require(
+                os.path.isfile(os.path.join(cfg.data_dir, 'data.mdb')),
+                f'--data_dir={cfg.data_dir} is not an LMDB folder (no data.mdb in it).',
+            )
+    if dataset.startswith('tfrecord:') and not dataset.startswith('tfrecord:gs://'):
+        folder = dataset[len('tfrecord:') :]
+        _require(
+            os.path.isfile(os.path.join(folder, 'manifest.json')),
+            f'--dataset={dataset}: {folder} holds no manifest.json; write one with --mode=prepare '
+            f'--out_dir={folder}.',
+        )
+    if cfg.mode == 'prepare':
+        _require(bool(cfg.out_dir), '--mode=prepare needs --out_dir, the folder to write TFRecords into.')
+        _require(
+            os.path.abspath(cfg.out_dir) != os.path.abspath(cfg.data_dir or '.'),
+            f'--out_dir={cfg.out_dir} must differ from --data_dir (prepare writes beside the source).',
+        )
 
 
 def _check_data_dir(path: str, missing_message: str) -> None:

@@ -105,6 +105,34 @@ def main(argv: list[str]) -> None:
             from dcgan_tf import train
 
             train.train_and_evaluate(cfg, cfg.workdir)
+        elif cfg.mode == 'bench':
+            from dcgan_tf import bench
+
+            bench.run(cfg)
+        elif cfg.mode == 'prepare':
+            from dcgan_tf import prepare
+
+            prepare.prepare(cfg, cfg.out_dir)
+        elif cfg.mode == 'evaluate':
+            from dcgan_tf import evaluate
+
+            evaluate.run(cfg, cfg.workdir)
+        elif cfg.mode == 'train_classifier':
+            from dcgan_tf import classifier
+
+            classifier.train_classifier(cfg, cfg.workdir)
+        elif cfg.mode == 'probe':
+            from dcgan_tf import probe
+
+            probe.run(cfg, cfg.workdir)
+        elif cfg.mode == 'export':
+            from dcgan_tf import export
+
+            export.export_from_checkpoint(cfg.workdir, cfg.saved_model or None)
+        elif cfg.mode in ('sample', 'interpolate', 'arithmetic', 'ablate'):
+            from dcgan_tf import sampling
+
+            sampling.run(cfg)
         else:
             _fail(f'--mode={cfg.mode} is not available yet in this version.')
     except (config_lib.ConfigError, data.DataError) as e:
