@@ -16,6 +16,7 @@ from dcgan_tf import config as config_lib
 
 FLAGS = flags.FLAGS
 EXIT_USAGE = 2  # Bad flags or input: the convention of argparse and absl's usage errors.
+EXIT_FAILURE = 1  # The run itself failed (NaN loss, full disk); the workdir keeps its last checkpoint.
 
 _DEFINE = {
     bool: flags.DEFINE_bool,
@@ -137,6 +138,14 @@ def main(argv: list[str]) -> None:
             _fail(f'--mode={cfg.mode} is not available yet in this version.')
     except (config_lib.ConfigError, data.DataError) as e:
         _fail(str(e))
+    except Exception as e:  # A NaN loss, a full disk: one sentence and status 1, no stack trace.
+        from dcgan_tf import safety
+
+        message = str(e) if isinstance(e, safety.NumericalError) else safety.io_error_message(e, cfg.workdir)
+        if message is None:
+            raise
+        print(f'error: {message}', file=sys.stderr)
+        sys.exit(EXIT_FAILURE)
 
 
 def _check_workdir_writable(cfg: config_lib.Config) -> None:

@@ -111,3 +111,24 @@ def diversity_ratio(fake: np.ndarray, real: np.ndarray) -> float:
     picture for every z, whatever the data set.
     """
     return pairwise_distance(fake) / max(pairwise_distance(real), 1e-12)
+
+
+def io_error_message(error: BaseException, workdir: str) -> str | None:
+    """One sentence for a full disk or an unwritable workdir met mid-run; None for other errors.
+
+    TensorFlow reports these as OpErrors (checkpoint and summary writes) and Python as OSError (PNGs,
+    metrics), so both are recognised by their text and errno without importing TensorFlow.
+    """
+    text = f'{getattr(error, "strerror", None) or ""} {error}'
+    errno_ = getattr(error, 'errno', None)
+    if errno_ == 28 or 'No space left on device' in text or 'Disk quota exceeded' in text:
+        return (
+            f'The disk holding --workdir={workdir} is full (No space left on device); free some space and '
+            f'rerun the same command: it resumes from the last complete checkpoint.'
+        )
+    if errno_ in (1, 13, 30) or 'Permission denied' in text or 'Read-only file system' in text:
+        return (
+            f'--workdir={workdir} became unwritable during the run ({text.strip().splitlines()[0][:200]}); '
+            f'fix its permissions and rerun the same command: it resumes from the last complete checkpoint.'
+        )
+    return None

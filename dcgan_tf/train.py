@@ -317,13 +317,19 @@ def _roll_back_or_raise(
     )
 
 
-def _check_diversity(trainer: Trainer, z: tf.Tensor, real: np.ndarray, writer, step: int) -> float:
-    """Logs the fixed-z samples' diversity; warns (log and TensorBoard) when it looks like mode collapse."""
+def _check_diversity(
+    trainer: Trainer, z: tf.Tensor, real: np.ndarray, writer, step: int, was_diverse: bool
+) -> bool:
+    """Logs the fixed-z samples' diversity; warns (log and TensorBoard) when it looks like mode collapse.
+
+    A freshly initialised G draws near-identical pictures, so only a fall below the threshold after
+    the samples were once above it counts as collapse. Returns whether they have been above it.
+    """
     ratio = safety.diversity_ratio(trainer.generate(z), real)
     threshold = trainer.cfg.collapse_threshold
     with writer.as_default(step=step):
         tf.summary.scalar('train/sample_diversity', ratio)
-        if ratio < threshold:
+        if ratio < threshold and was_diverse:
             message = (
                 f'Possible mode collapse at step {step}: the fixed-z samples differ only {ratio:.3f} as much '
                 f'as real images do (--collapse_threshold={threshold}); look at samples/ and consider lower '
@@ -331,7 +337,7 @@ def _check_diversity(trainer: Trainer, z: tf.Tensor, real: np.ndarray, writer, s
             )
             logging.warning(message)
             tf.summary.text('warnings/mode_collapse', message)
-    return ratio
+    return was_diverse or ratio >= threshold
 
 
 # --- the outer loop ---
@@ -388,7 +394,7 @@ def train_and_evaluate(
     first_call = True
     # Reference spread of real images for the mode-collapse warning (a ratio fits every data set).
     real_grid = data.take_images(trainer.source, cfg.num_grid, cfg) if cfg.collapse_threshold else None
-    rollbacks = 0
+    rollbacks, was_diverse = 0, False
     # SIGINT/SIGTERM (Ctrl-C, preemption) end the loop after the current call, with a checkpoint.
     stop = safety.GracefulStop().install()
     while step < trainer.total_steps:
@@ -435,7 +441,7 @@ def train_and_evaluate(
         if trainer.is_chief and (step % cfg.sample_every == 0 or last):
             _write_sample_grid(trainer, z_grid, samples_dir, writer)
             if real_grid is not None and len(real_grid) > 1:
-                _check_diversity(trainer, z_grid, real_grid, writer, step)
+                was_diverse = _check_diversity(trainer, z_grid, real_grid, writer, step, was_diverse)
         stopping = stop.requested  # Read once: a signal arriving later is handled after the next call.
         if step % cfg.checkpoint_every == 0 or last or stopping:
             trainer.save()

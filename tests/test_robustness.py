@@ -189,23 +189,38 @@ def test_sigint_mid_run_checkpoints_the_step_reached_and_resumes(tmp_path, monke
 # --- mode collapse ---
 
 
-def test_mode_collapse_warning_in_log_and_tensorboard(tmp_path, caplog):
-    # A barely trained G draws near-identical pictures: far less varied than real shapes.
-    cfg = tiny_config(train_steps=2, sample_every=2, num_grid=8, collapse_threshold=0.9)
+def test_mode_collapse_warning_in_log_and_tensorboard(tmp_path, monkeypatch, caplog):
+    # Varied samples first (steps 2, 4), then one picture for every z (step 6): a collapse.
+    cfg = tiny_config(train_steps=6, sample_every=2, num_grid=8, collapse_threshold=0.5)
+    rng = np.random.default_rng(0)
+    varied = rng.uniform(-1, 1, size=(8, 16, 16, 1)).astype(np.float32)
+
+    def generate(self, z):
+        return varied if int(self.step) < 6 else np.repeat(varied[:1], len(z), axis=0)
+
+    monkeypatch.setattr(train.Trainer, 'generate', generate)
     with caplog.at_level(logging.WARNING):
         train.train_and_evaluate(cfg, str(tmp_path / 'warn'))
-    assert 'Possible mode collapse at step 2' in caplog.text
+    assert caplog.text.count('Possible mode collapse') == 1
+    assert 'Possible mode collapse at step 6' in caplog.text
     events = tmp_path / 'warn' / 'tensorboard' / 'train'
-    tags = {}
+    diversity, warnings = {}, []
     for name in os.listdir(events):
         for event in tf.compat.v1.train.summary_iterator(str(events / name)):
             for v in event.summary.value:
-                tags[v.tag] = v
-    assert 'warnings/mode_collapse' in tags
-    diversity = tf.make_ndarray(tags['train/sample_diversity'].tensor)
-    assert 0 <= diversity < 0.9
-    # 0 turns the measure off.
-    caplog.clear()
+                if v.tag == 'train/sample_diversity':
+                    diversity[event.step] = float(tf.make_ndarray(v.tensor))
+                if v.tag == 'warnings/mode_collapse':
+                    warnings.append(event.step)
+    assert diversity[6] == pytest.approx(0.0, abs=1e-6) and diversity[2] > 0.5
+    assert warnings == [6]
+
+
+def test_an_untrained_generator_is_not_called_collapsed(tmp_path, caplog):
+    # At the start G draws near-identical pictures: low diversity, but not a fall, so no warning.
+    cfg = tiny_config(train_steps=2, sample_every=2, num_grid=8, collapse_threshold=0.9)
     with caplog.at_level(logging.WARNING):
-        train.train_and_evaluate(cfg.replace(collapse_threshold=0.0), str(tmp_path / 'off'))
+        trainer = train.train_and_evaluate(cfg, str(tmp_path))
+    real = np.stack([trainer.source.images[i] / 127.5 - 1 for i in range(8)])
+    assert safety.diversity_ratio(trainer.generate(train.fixed_noise(cfg, 8)), real) < 0.9
     assert 'mode collapse' not in caplog.text
