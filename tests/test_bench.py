@@ -1,0 +1,97 @@
+"""--mode=bench prints one honest JSON line per measured step (fields checked, not speed)."""
+
+import json
+
+import pytest
+import tensorflow as tf
+from conftest import tiny_config
+from test_main import TINY, run_cli
+
+from dcgan_tf import bench
+from dcgan_tf.config import ConfigError, validate
+
+FIELDS = {
+    'bench',
+    'images_per_second',
+    'ms_per_step',
+    'window_images_per_second',
+    'model',
+    'batch_size',
+    'precision',
+    'jit_compile',
+    'steps_per_call',
+    'steps_per_window',
+    'warmup_s',
+    'tensorflow',
+    'device',
+    'peak_memory_mb',
+}
+
+
+def _bench_cfg(**overrides):
+    values = dict(mode='bench', bench_steps=2, bench_windows=3, bench_warmup_steps=1)
+    values.update(overrides)
+    return tiny_config(**values)
+
+
+def test_step_and_baseline_reports(capsys):
+    reports = bench.run(_bench_cfg(bench_baseline=True, steps_per_call=2))
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines == reports
+    baseline, ours = reports
+    assert baseline['bench'] == 'baseline' and ours['bench'] == 'step'
+    for report in reports:
+        assert FIELDS <= report.keys()
+        assert len(report['window_images_per_second']) == 3
+        # The median window, and ms/step its inverse at the batch size.
+        assert report['images_per_second'] == sorted(report['window_images_per_second'])[1]
+        assert report['ms_per_step'] == pytest.approx(1000 * 8 / report['images_per_second'], rel=1e-3)
+        assert report['model'] == 'dcgan-16x16x1 (gf 8, df 8, z 16)'
+        assert report['tensorflow'] == tf.__version__
+        assert report['peak_memory_mb'] > 50  # TensorFlow alone takes hundreds of MiB.
+        assert report['device'].startswith(('CPU', 'GPU'))
+    # The baseline is the straightforward step whatever ours uses.
+    options = ('precision', 'steps_per_call', 'jit_compile')
+    assert [baseline[k] for k in options] == ['float32', 1, False]
+    assert [ours[k] for k in options] == ['float32', 2, False]
+    assert ours['speedup_vs_baseline'] == pytest.approx(
+        ours['images_per_second'] / baseline['images_per_second'], rel=1e-2
+    )
+
+
+def test_whole_calls_and_precision_reported(capsys):
+    # 3 steps per window do not divide into calls of 2: the window is rounded down to whole calls.
+    (report,) = bench.run(_bench_cfg(bench_steps=3, steps_per_call=2, precision='mixed_bfloat16'))
+    assert report['steps_per_window'] == 2
+    assert report['precision'] == 'mixed_bfloat16'
+    assert 'speedup_vs_baseline' not in report
+
+
+def test_input_pipeline_alone(capsys):
+    (report,) = bench.run(_bench_cfg(bench='input'))
+    assert report['bench'] == 'input'
+    assert report['dataset'].startswith('synthetic: 64 images')
+    assert report['images_per_second'] > 0
+
+
+@pytest.mark.parametrize('flag', ['bench_steps', 'bench_windows'])
+def test_bad_window_flags_are_refused(flag):
+    with pytest.raises(ConfigError, match=f'--{flag}=0 must be a positive integer'):
+        validate(_bench_cfg(**{flag: 0}))
+
+
+def test_cli_prints_one_json_line(tmp_path):
+    result = run_cli(
+        '--mode=bench',
+        '--dataset=synthetic',
+        *TINY,
+        '--bench_steps=1',
+        '--bench_windows=1',
+        '--bench_warmup_steps=0',
+        f'--workdir={tmp_path}',
+    )
+    assert result.returncode == 0, result.stderr
+    (line,) = result.stdout.strip().splitlines()
+    report = json.loads(line)
+    assert FIELDS <= report.keys()
+    assert report['batch_size'] == 8 and report['steps_per_window'] == 1
