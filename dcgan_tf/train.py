@@ -20,6 +20,7 @@ import tensorflow as tf
 from absl import logging
 
 from dcgan_tf import data, distribute, images, losses, models, safety
+from dcgan_tf import export as export_lib
 from dcgan_tf.config import MODEL_FLAGS, Config, ConfigError, from_flagfile_text, to_flagfile
 
 METRIC_KEYS = ('d_loss', 'g_loss', 'd_real', 'd_fake')
@@ -44,6 +45,12 @@ def _use_jit(cfg: Config) -> bool:
 
 def _seed_states(*models_: keras.Model) -> list[tf.Variable]:
     return [v.value for m in models_ for v in m.variables if 'seed_generator_state' in v.path]
+
+
+def _build_ema_generator(cfg: Config, generator: keras.Model) -> keras.Model:
+    ema_generator = models.build_generator(cfg)
+    ema_generator.set_weights(generator.get_weights())  # The average starts at the initial weights.
+    return ema_generator
 
 
 def fixed_noise(cfg: Config, num: int) -> tf.Tensor:
@@ -93,6 +100,8 @@ class Trainer:
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
             # Created in the strategy's scope, each replica draws its own stream of z.
             self.rng = tf.random.Generator.from_seed(cfg.seed)
+            # A moving average of G's weights samples better than the last iterate (the export's default).
+            self.ema_generator = _build_ema_generator(cfg, self.generator) if cfg.ema_decay > 0 else None
 
         self.checkpoint = tf.train.Checkpoint(
             generator=self.generator,
@@ -105,6 +114,8 @@ class Trainer:
             # checkpoint; without it a resumed run would drop other units than an unbroken one.
             layer_seeds=_seed_states(self.generator, self.discriminator),
         )
+        if self.ema_generator is not None:
+            self.checkpoint.ema_generator = self.ema_generator
         self.is_chief = distribute.is_chief(self.strategy)
         checkpoint_dir = os.path.join(workdir, 'checkpoints')
         if not self.is_chief:  # Workers must save too (collectives), but somewhere temporary.
@@ -207,7 +218,22 @@ class Trainer:
                 for k in METRIC_KEYS
             }
             self.step.assign_add(1)
+            self._update_ema()
         return {k: v / tf.cast(num_steps, tf.float32) for k, v in totals.items()}
+
+    def _update_ema(self) -> None:
+        """ema <- d * ema + (1 - d) * weights after each G update; BatchNorm statistics are copied."""
+        if self.ema_generator is None:
+            return
+        # Cross-replica context: one assign updates every replica's copy. The warm-up (as in
+        # tf.train.ExponentialMovingAverage's num_updates) keeps short runs from averaging in the init.
+        step = tf.cast(self.step, tf.float32)
+        decay = tf.minimum(self.cfg.ema_decay, (1.0 + step) / (10.0 + step))
+        ema_model, model = self.ema_generator, self.generator
+        for ema, weight in zip(ema_model.trainable_variables, model.trainable_variables, strict=True):
+            ema.assign(weight + decay * (ema - weight))
+        for ema, stat in zip(ema_model.non_trainable_variables, model.non_trainable_variables, strict=True):
+            ema.assign(stat)
 
     def train_steps(self, num_steps: int) -> dict[str, float]:
         """Runs `num_steps` steps; returns their mean metrics as Python floats."""
@@ -259,6 +285,9 @@ def _write_sample_grid(trainer: Trainer, z: tf.Tensor, samples_dir: str, writer)
     grid = images.save_grid(os.path.join(samples_dir, f'step_{step:07d}.png'), trainer.generate(z))
     with writer.as_default(step=step):
         tf.summary.image('samples/fixed_z', grid[None], max_outputs=1)
+        if trainer.ema_generator is not None:  # Beside the raw grid: same z, averaged weights.
+            ema_grid = images.make_grid(trainer.ema_generator(z, training=False).numpy())
+            tf.summary.image('samples/fixed_z_ema', ema_grid[None], max_outputs=1)
     return grid
 
 
@@ -457,6 +486,10 @@ def train_and_evaluate(
     writer.flush()
     if trainer.is_chief:
         _write_final_pictures(workdir, metrics_path)
+        if cfg.export_at_end:
+            path = os.path.join(workdir, export_lib.EXPORT_DIR)
+            export_lib.save(path, trainer.generator, cfg, step, trainer.ema_generator)
+            logging.info('Exported the generator to %s.', path)
     return trainer
 
 

@@ -38,6 +38,8 @@ def tiny_config(**overrides) -> Config:
         synthetic_examples=64,
         strategy='one_device',
         devices='/cpu:0',
+        # The end-of-training export costs seconds per run; tests/test_export.py turns it on.
+        export_at_end=False,
     )
     values.update(overrides)
     return Config(**values)

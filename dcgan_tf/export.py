@@ -1,0 +1,320 @@
+"""SavedModel export of the generator (EMA and raw weights) with signatures, and its loader.
+
+The export needs nothing of this package to be used: any TensorFlow program calls its signatures.
+`load` is the small Python helper every sampling tool goes through; this module imports no training
+code at import time (the checkpoint-to-export path imports the model builders inside the function).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from dcgan_tf.config import MAX_SAMPLES, Config, ConfigError, from_flagfile_text, to_flagfile
+
+EXPORT_DIR = 'saved_model'
+Z_DISTRIBUTION = 'normal(0, 1)'  # What the Trainer draws z from (tf.random.Generator.normal).
+MAX_INTERP_STEPS = 1024
+METADATA_FILE = 'dcgan_metadata.json'  # Beside the SavedModel in assets.extra/, readable without TF.
+
+
+# --- the exported module ---
+
+
+def _to_uint8(images: tf.Tensor) -> tf.Tensor:
+    """tanh range [-1, 1] -> uint8, refusing NaN/Inf rather than writing them as black pixels."""
+    images = tf.debugging.assert_all_finite(
+        tf.cast(images, tf.float32), 'the generator produced NaN or Inf pixels; its weights are broken'
+    )
+    return tf.cast(tf.clip_by_value(tf.round((images + 1.0) * 127.5), 0.0, 255.0), tf.uint8)
+
+
+def _interpolation_path(z0: tf.Tensor, z1: tf.Tensor, steps: tf.Tensor, spherical: tf.Tensor) -> tf.Tensor:
+    """`steps` points from z0 to z1, both included: a straight line, or a great circle whose radius
+    goes linearly from |z0| to |z1| (so the norm stays where Gaussian z's live, not inside the ball)."""
+    t = tf.linspace(0.0, 1.0, steps)[:, None]
+    line = (1.0 - t) * z0 + t * z1
+    norm0, norm1 = tf.norm(z0), tf.norm(z1)
+    u0, u1 = z0 / tf.maximum(norm0, 1e-12), z1 / tf.maximum(norm1, 1e-12)
+    omega = tf.acos(tf.clip_by_value(tf.reduce_sum(u0 * u1), -1.0, 1.0))
+    sin_omega = tf.sin(omega)
+    # Nearly parallel directions: the great circle is the line (and sin(omega) ~ 0 would divide by 0).
+    safe = sin_omega > 1e-6
+    denominator = tf.where(safe, sin_omega, 1.0)
+    w0 = tf.where(safe, tf.sin((1.0 - t) * omega) / denominator, 1.0 - t)
+    w1 = tf.where(safe, tf.sin(t * omega) / denominator, t)
+    direction = w0 * u0 + w1 * u1
+    direction /= tf.maximum(tf.norm(direction, axis=1, keepdims=True), 1e-12)
+    arc = direction * ((1.0 - t) * norm0 + t * norm1)
+    path = tf.where(spherical, arc, line)
+    # The end points are exactly z0 and z1, whatever the rounding above.
+    return tf.concat([z0[None], path[1:-1], z1[None]], axis=0)
+
+
+class _Sampler(tf.Module):
+    """One generator's three signatures (the graph functions a SavedModel user calls)."""
+
+    def __init__(self, generator, z_dim: int, name: str):
+        super().__init__(name=name)
+        self.generator = generator
+        # Listed explicitly so the weights are saved whatever Keras's object tracking does.
+        self.weights = list(generator.variables)
+        self.z_dim = z_dim
+        spec = tf.TensorSpec
+        self.serving_default = tf.function(
+            self._generate, input_signature=[spec([None, z_dim], tf.float32, name='z')]
+        )
+        self.sample = tf.function(
+            self._sample, input_signature=[spec([], tf.int32, name='num'), spec([], tf.int64, name='seed')]
+        )
+        self.interpolate = tf.function(
+            self._interpolate,
+            input_signature=[
+                spec([z_dim], tf.float32, name='z0'),
+                spec([z_dim], tf.float32, name='z1'),
+                spec([], tf.int32, name='steps'),
+                spec([], tf.bool, name='spherical'),
+            ],
+        )
+
+    def _generate(self, z):
+        return {'images': _to_uint8(self.generator(z, training=False))}
+
+    def _sample(self, num, seed):
+        checks = [
+            tf.debugging.assert_positive(num, message='num must be at least 1'),
+            tf.debugging.assert_less_equal(num, MAX_SAMPLES, message=f'num must be at most {MAX_SAMPLES}'),
+        ]
+        with tf.control_dependencies(checks):
+            # Stateless: the same (num, seed) gives the same z on any machine, in any order of calls.
+            z = tf.random.stateless_normal(tf.stack([num, self.z_dim]), seed=tf.stack([seed, 0]))
+        return {'images': self._generate(z)['images'], 'z': z}
+
+    def _interpolate(self, z0, z1, steps, spherical):
+        checks = [
+            tf.debugging.assert_greater_equal(steps, 2, message='steps must be at least 2'),
+            tf.debugging.assert_less_equal(
+                steps, MAX_INTERP_STEPS, message=f'steps must be at most {MAX_INTERP_STEPS}'
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            z = _interpolation_path(z0, z1, steps, spherical)
+        return {'images': self._generate(z)['images'], 'z': z}
+
+
+class _Export(tf.Module):
+    """The SavedModel's root: `ema` (default sampler), `raw`, and the facts a user needs."""
+
+    def __init__(self, ema_generator, generator, metadata: dict[str, Any]):
+        super().__init__(name='dcgan_generator')
+        self.ema = _Sampler(ema_generator, metadata['z_dim'], 'ema')
+        self.raw = _Sampler(generator, metadata['z_dim'], 'raw')
+        self.z_dim = tf.Variable(metadata['z_dim'], trainable=False, dtype=tf.int32, name='z_dim')
+        self.resolution = tf.Variable(metadata['resolution'], False, dtype=tf.int32, name='resolution')
+        self.channels = tf.Variable(metadata['channels'], False, dtype=tf.int32, name='channels')
+        self.step = tf.Variable(metadata['step'], False, dtype=tf.int64, name='step')
+        self.metadata_json = tf.Variable(json.dumps(metadata), trainable=False, name='metadata_json')
+        self.metadata = tf.function(self._metadata, input_signature=[])
+
+    def _metadata(self):
+        return {
+            'z_dim': self.z_dim.read_value(),
+            'resolution': self.resolution.read_value(),
+            'channels': self.channels.read_value(),
+            'step': self.step.read_value(),
+            'json': self.metadata_json.read_value(),
+        }
+
+    def signatures(self) -> dict[str, Any]:
+        functions = {}
+        for prefix, sampler in (('', self.ema), ('raw_', self.raw)):
+            functions[f'{prefix}serving_default'] = sampler.serving_default
+            functions[f'{prefix}sample'] = sampler.sample
+            functions[f'{prefix}interpolate'] = sampler.interpolate
+        functions['metadata'] = self.metadata
+        return functions
+
+
+def make_metadata(cfg: Config, step: int, has_ema: bool) -> dict[str, Any]:
+    """The facts a SavedModel user needs, as JSON-able values."""
+    return {
+        'z_dim': cfg.z_dim,
+        'z_distribution': Z_DISTRIBUTION,
+        'resolution': cfg.resolution,
+        'channels': cfg.channels,
+        'step': int(step),
+        'arch': cfg.arch,
+        'default_sampler': 'ema' if has_ema else 'raw (no EMA was trained; ema = raw)',
+        'ema_decay': cfg.ema_decay if has_ema else 0.0,
+        'flags': to_flagfile(cfg),
+    }
+
+
+def _recover_killed_export(path: str) -> None:
+    """Tidies what a process killed mid-export left: its half-written `.tmp<pid>` folder is dropped,
+    and a good export it had moved aside (`.old<pid>`, killed between the two renames) is put back."""
+    for old in sorted(tf.io.gfile.glob(f'{path}.old*')):
+        if not tf.io.gfile.exists(path):
+            tf.io.gfile.rename(old, path)
+        else:
+            tf.io.gfile.rmtree(old)
+    for tmp in tf.io.gfile.glob(f'{path}.tmp*'):
+        tf.io.gfile.rmtree(tmp)
+
+
+def save(path: str, generator, cfg: Config, step: int, ema_generator=None) -> str:
+    """Writes the SavedModel to `path` atomically: into a temporary folder, then renamed over the old one.
+
+    Args:
+      path: the export folder, e.g. `<workdir>/saved_model`.
+      generator: the raw (trained) Keras generator.
+      cfg: the run's Config (its flags are stored in the export).
+      step: the training step of these weights.
+      ema_generator: the moving-average generator; None exports the raw one as the default too.
+
+    Returns:
+      `path`.
+    """
+    metadata = make_metadata(cfg, step, ema_generator is not None)
+    module = _Export(ema_generator if ema_generator is not None else generator, generator, metadata)
+    parent = os.path.dirname(path.rstrip('/')) or '.'
+    tf.io.gfile.makedirs(parent)
+    if path.startswith('gs://'):  # No atomic folder rename on object stores: write in place.
+        tmp = path
+    else:
+        tmp = f'{path.rstrip("/")}.tmp{os.getpid()}'
+        _recover_killed_export(path.rstrip('/'))
+    tf.saved_model.save(module, tmp, signatures=module.signatures())
+    extra = os.path.join(tmp, 'assets.extra')
+    tf.io.gfile.makedirs(extra)
+    with tf.io.gfile.GFile(os.path.join(extra, METADATA_FILE), 'w') as f:
+        f.write(json.dumps(metadata, indent=2) + '\n')
+    if tmp != path:
+        old = f'{path.rstrip("/")}.old{os.getpid()}'
+        if tf.io.gfile.exists(path):
+            tf.io.gfile.rename(path, old)
+        tf.io.gfile.rename(tmp, path)
+        if tf.io.gfile.exists(old):
+            tf.io.gfile.rmtree(old)
+    return path
+
+
+# --- loading ---
+
+
+class LoadedGenerator:
+    """A loaded export: numpy in, numpy out; `metadata` holds z_dim, resolution, step, flags, ...
+
+    Args:
+      module: the object `tf.saved_model.load` returned.
+      sampler: 'ema' (default) or 'raw'.
+    """
+
+    def __init__(self, module, sampler: str = 'ema'):
+        if sampler not in ('ema', 'raw'):
+            raise ConfigError(f'sampler={sampler!r} must be ema or raw.')
+        self.module = module
+        self.sampler = getattr(module, sampler)
+        self.metadata = json.loads(module.metadata_json.numpy().decode())
+        self.z_dim = int(self.metadata['z_dim'])
+
+    def check_z(self, z: np.ndarray, what: str = 'z') -> np.ndarray:
+        z = np.asarray(z, np.float32)
+        if z.ndim != 2 or z.shape[1] != self.z_dim:
+            raise ConfigError(
+                f'{what} has shape {z.shape}, but this generator takes z of shape [N, {self.z_dim}].'
+            )
+        return z
+
+    def generate(self, z: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """uint8 images [N, H, W, C] for z [N, z_dim], in batches to bound memory."""
+        z = self.check_z(z)
+        parts = [
+            self.sampler.serving_default(tf.constant(z[i : i + batch_size]))['images'].numpy()
+            for i in range(0, len(z), batch_size)
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0,), np.uint8)
+
+    def sample(self, num: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """(uint8 images, z) for `num` z's drawn from `seed`; the same seed gives the same images."""
+        if not 0 < num <= MAX_SAMPLES:
+            raise ConfigError(f'num={num} must be between 1 and {MAX_SAMPLES}.')
+        if not 0 <= seed < 2**63:
+            raise ConfigError(f'seed={seed} must be between 0 and 2**63 - 1.')
+        out = self.sampler.sample(tf.constant(num, tf.int32), tf.constant(seed, tf.int64))
+        return out['images'].numpy(), out['z'].numpy()
+
+    def interpolate(
+        self, z0: np.ndarray, z1: np.ndarray, steps: int, spherical: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(uint8 images, z) along the path from z0 to z1, both ends included."""
+        if not 2 <= steps <= MAX_INTERP_STEPS:
+            raise ConfigError(f'steps={steps} must be between 2 and {MAX_INTERP_STEPS}.')
+        z0 = self.check_z(np.reshape(z0, (1, -1)), 'z0')[0]
+        z1 = self.check_z(np.reshape(z1, (1, -1)), 'z1')[0]
+        out = self.sampler.interpolate(
+            tf.constant(z0), tf.constant(z1), tf.constant(steps, tf.int32), tf.constant(bool(spherical))
+        )
+        return out['images'].numpy(), out['z'].numpy()
+
+
+def load(path: str, sampler: str = 'ema') -> LoadedGenerator:
+    """Loads an export written by `save`; ConfigError with one sentence if `path` is not one."""
+    if not tf.io.gfile.isdir(path):
+        raise ConfigError(f'SavedModel folder {path} does not exist; export one with --mode=export.')
+    if not tf.io.gfile.exists(os.path.join(path, 'saved_model.pb')):
+        raise ConfigError(f'{path} is not a SavedModel folder (no saved_model.pb in it).')
+    module = tf.saved_model.load(path)
+    if not hasattr(module, 'metadata_json'):
+        raise ConfigError(f'{path} is a SavedModel, but not a dcgan_tf generator export.')
+    return LoadedGenerator(module, sampler)
+
+
+# --- from a training checkpoint ---
+
+
+def run_config(workdir: str) -> Config:
+    """The Config a run in `workdir` was trained with (its config.cfg), for rebuilding its models."""
+    import dataclasses
+
+    path = os.path.join(workdir, 'config.cfg')
+    if not tf.io.gfile.exists(path):
+        raise ConfigError(f'--workdir={workdir} has no config.cfg: it is not a training run folder.')
+    with tf.io.gfile.GFile(path) as f:
+        raw = from_flagfile_text(f.read())
+    values = {}
+    for field in dataclasses.fields(Config):
+        if field.name in raw:
+            text = raw[field.name]
+            kind = {'int': int, 'float': float, 'bool': lambda s: s == 'true', 'str': str}[field.type]
+            values[field.name] = kind(text)
+    return Config(**values)
+
+
+def restore_generators(workdir: str, cfg: Config | None = None):
+    """(cfg, generator, ema_generator or None, step) from the latest checkpoint in `workdir`."""
+    from dcgan_tf import models  # noqa: PLC0415 - only this path needs the model builders.
+
+    cfg = cfg or run_config(workdir)
+    latest = tf.train.latest_checkpoint(os.path.join(workdir, 'checkpoints'))
+    if latest is None:
+        raise ConfigError(f'--workdir={workdir} has no checkpoint yet; train first (--mode=train).')
+    names = {name.split('/')[0] for name, _ in tf.train.list_variables(latest)}
+    generator = models.build_generator(cfg)
+    ema_generator = models.build_generator(cfg) if 'ema_generator' in names else None
+    step = tf.Variable(0, dtype=tf.int64)
+    parts = {'generator': generator, 'step': step}
+    if ema_generator is not None:
+        parts['ema_generator'] = ema_generator
+    tf.train.Checkpoint(**parts).restore(latest).expect_partial().assert_existing_objects_matched()
+    return cfg, generator, ema_generator, int(step)
+
+
+def export_from_checkpoint(workdir: str, path: str | None = None) -> str:
+    """`--mode=export`: the latest checkpoint of the run in `workdir` -> `<workdir>/saved_model`."""
+    cfg, generator, ema_generator, step = restore_generators(workdir)
+    return save(path or os.path.join(workdir, EXPORT_DIR), generator, cfg, step, ema_generator)

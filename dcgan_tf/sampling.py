@@ -1,0 +1,280 @@
+"""The paper's uses of a trained generator: sample grids, latent walks, z arithmetic, filter ablation.
+
+Everything but `ablate` runs from an exported SavedModel through `export.load`, so it needs neither the
+training code nor the run's flags. `ablate` must reach inside the generator's layers, so it rebuilds the
+generator from a checkpoint (importing the model builders inside the function).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from dcgan_tf import export, images
+from dcgan_tf.config import Config, ConfigError, parse_indices
+
+GRID_CELLS = 9  # The paper's 3x3 arithmetic result: A - B + C in the centre, 8 perturbed copies around it.
+
+
+# --- helpers ---
+
+
+def _out_path(cfg: Config) -> str:
+    return cfg.out or f'{cfg.mode}.png'
+
+
+def _beside(path: str, suffix: str) -> str:
+    """'dir/grid.png' -> 'dir/grid<suffix>' (the .npy of z or the GIF next to a picture)."""
+    return os.path.splitext(path)[0] + suffix
+
+
+def _save_npy(path: str, array: np.ndarray) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    images.write_file(path, buffer.getvalue())
+
+
+def _saved_model_path(cfg: Config) -> str:
+    return cfg.saved_model or os.path.join(cfg.workdir, export.EXPORT_DIR)
+
+
+def _side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 6) -> np.ndarray:
+    """Two uint8 pictures next to each other (top-aligned), with a white gap between them."""
+    height = max(left.shape[0], right.shape[0])
+    canvas = np.full((height, left.shape[1] + gap + right.shape[1], left.shape[2]), 255, np.uint8)
+    canvas[: left.shape[0], : left.shape[1]] = left
+    canvas[: right.shape[0], left.shape[1] + gap :] = right
+    return canvas
+
+
+def _check_indices(indices: list[int], size: int, flag: str, what: str) -> list[int]:
+    bad = [i for i in indices if not 0 <= i < size]
+    if bad:
+        raise ConfigError(f'--{flag} index {bad[0]} is out of range: {what} (valid: 0 to {size - 1}).')
+    return indices
+
+
+# --- from a SavedModel ---
+
+
+def sample(cfg: Config) -> dict[str, Any]:
+    """`--mode=sample`: `--num` images from `--seed` -> a grid PNG, their z's as .npy beside it.
+
+    Returns:
+      {'images': uint8 [N, H, W, C], 'z': float32 [N, z_dim], 'grid': path, 'z_file': path}.
+    """
+    generator = export.load(_saved_model_path(cfg), cfg.sampler)
+    pictures, z = generator.sample(cfg.num, cfg.seed)
+    out = _out_path(cfg)
+    images.save_grid(out, pictures)
+    z_file = _beside(out, '.npy')
+    _save_npy(z_file, z)
+    if cfg.out_dir:
+        for i, picture in enumerate(pictures):
+            images.save_png(os.path.join(cfg.out_dir, f'sample_{i:04d}.png'), picture)
+        _save_npy(os.path.join(cfg.out_dir, 'z.npy'), z)
+    logging.info(
+        'Wrote %d samples to %s and their z to %s (row-major: index = row * columns + column).',
+        len(pictures),
+        out,
+        z_file,
+    )
+    return {'images': pictures, 'z': z, 'grid': out, 'z_file': z_file}
+
+
+def interpolate(cfg: Config) -> dict[str, Any]:
+    """`--mode=interpolate`: `--num_walks` walks between random z pairs, one grid row each, and a GIF.
+
+    Returns:
+      {'images': uint8 [walks, steps, H, W, C], 'z': [walks, steps, z_dim], 'grid': path, 'gif': path}.
+    """
+    generator = export.load(_saved_model_path(cfg), cfg.sampler)
+    _, ends = generator.sample(2 * cfg.num_walks, cfg.seed)
+    walks, zs = [], []
+    for k in range(cfg.num_walks):
+        pictures, z = generator.interpolate(
+            ends[2 * k], ends[2 * k + 1], cfg.interp_steps, cfg.interpolation == 'slerp'
+        )
+        walks.append(pictures)
+        zs.append(z)
+    walks, zs = np.stack(walks), np.stack(zs)
+    out = _out_path(cfg)
+    images.save_grid(out, walks.reshape(-1, *walks.shape[2:]), rows=cfg.num_walks)
+    _save_npy(_beside(out, '.npy'), zs)
+    # One frame per step: the walks' t-th images in a column, played there and back.
+    frames = [images.make_grid(walks[:, t], rows=cfg.num_walks) for t in range(cfg.interp_steps)]
+    gif = _beside(out, '.gif')
+    images.save_gif(gif, frames + frames[-2:0:-1], fps=8)
+    logging.info('Wrote %d %s walks to %s and %s.', cfg.num_walks, cfg.interpolation, out, gif)
+    return {'images': walks, 'z': zs, 'grid': out, 'gif': gif}
+
+
+def arithmetic(cfg: Config) -> dict[str, Any]:
+    """`--mode=arithmetic`: mean(A) - mean(B) + mean(C) over z's picked from `--z_file` (the paper's
+    "smiling woman - neutral woman + neutral man"), shown as a 3x3 grid of small perturbations.
+
+    The picture: one row per group (its members, then the image of the group's mean z), and beside it
+    the 3x3 result with the unperturbed A - B + C in the centre.
+
+    Returns:
+      {'z': float32 [9, z_dim] (centre at index 4), 'images': uint8 [9, H, W, C], 'grid': path}.
+    """
+    generator = export.load(_saved_model_path(cfg), cfg.sampler)
+    try:
+        bank = np.load(cfg.z_file)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f'--z_file={cfg.z_file} is not a readable .npy file ({e}).') from None
+    if bank.ndim > 2:  # An interpolate .npy [walks, steps, z_dim]: indices count row-major.
+        bank = bank.reshape(-1, bank.shape[-1])
+    bank = generator.check_z(bank, f'--z_file={cfg.z_file}')
+    groups = {}
+    for name in ('group_a', 'group_b', 'group_c'):
+        indices = parse_indices(getattr(cfg, name), name)
+        groups[name] = _check_indices(indices, len(bank), name, f'--z_file holds {len(bank)} z')
+    means = {name: bank[idx].mean(axis=0) for name, idx in groups.items()}
+    result = means['group_a'] - means['group_b'] + means['group_c']
+    # The paper: "uniform noise sampled with scale +-0.25 was added to Y to produce the 8 other samples".
+    scale = cfg.perturb_scale
+    noise = np.random.default_rng(cfg.seed).uniform(-scale, scale, (GRID_CELLS, len(result)))
+    noise[GRID_CELLS // 2] = 0.0
+    z = (result[None] + noise).astype(np.float32)
+    pictures = generator.generate(z)
+
+    # The groups: members, a blank, then the mean's image; rows padded with blanks to one width.
+    width = max(len(idx) for idx in groups.values()) + 2
+    rows = []
+    for name, idx in groups.items():
+        members = generator.generate(bank[idx])
+        mean_image = generator.generate(means[name][None].astype(np.float32))
+        blank = np.zeros((width - len(idx) - 1, *members.shape[1:]), np.uint8)
+        rows.append(np.concatenate([members, blank, mean_image]))
+    left = images.make_grid(np.concatenate(rows), rows=3, pad_value=255)
+    right = images.make_grid(pictures, rows=3, pad_value=255)
+    out = _out_path(cfg)
+    images.save_png(out, _side_by_side(left, right))
+    _save_npy(_beside(out, '.npy'), z)
+    logging.info('Wrote A - B + C (groups of %s) to %s.', '/'.join(str(len(i)) for i in groups.values()), out)
+    return {'z': z, 'images': pictures, 'grid': out}
+
+
+# --- from a checkpoint ---
+
+
+def _feature_layer(generator, name: str):
+    """The layer whose output is zeroed: the named block's activation (after BatchNorm, which would
+    otherwise shift the zeros back), or the named layer itself."""
+    by_name = {layer.name: layer for layer in generator.layers}
+    hidden = [
+        layer.name
+        for layer in generator.layers
+        if layer.name.endswith(('_relu', '_lrelu')) and len(layer.output.shape) == 4
+    ]
+    if not name:
+        return by_name[hidden[-1]]  # The paper drops filters of the second-highest layer.
+    for candidate in (f'{name}_relu', f'{name}_lrelu', name):
+        if candidate in by_name and len(by_name[candidate].output.shape) == 4:
+            return by_name[candidate]
+    choices = ', '.join(n.rsplit('_', 1)[0] for n in hidden)
+    raise ConfigError(
+        f'--ablate_layer={name} is not a feature-map layer of this generator; use one of: {choices}.'
+    )
+
+
+def ablate_images(
+    generator, z: np.ndarray, layer_name: str, filters: list[int] | str | None = None
+) -> dict[str, Any]:
+    """Renders z with all of `layer_name`'s feature maps and with `filters` zeroed.
+
+    Args:
+      generator: a Keras Sequential generator.
+      z: float32 [N, z_dim].
+      layer_name: a block name such as 'deconv1' ('' for the last hidden one).
+      filters: channel indices, or 'top:K' for the K maps with the largest mean activation over z;
+        None: the most active quarter.
+
+    Returns:
+      {'original', 'ablated': uint8 images, 'layer': the zeroed layer's name, 'filters': the indices}.
+    """
+    target = _feature_layer(generator, layer_name)
+    num_maps = target.output.shape[-1]
+    x = tf.constant(z, tf.float32)
+    activations = None
+    for layer in generator.layers:
+        x = layer(x, training=False)
+        if layer is target:
+            activations = x
+    original = images.to_uint8(x.numpy())
+    if filters is None:
+        filters = f'top:{max(1, num_maps // 4)}'
+    if isinstance(filters, str):
+        try:
+            k = int(filters.split(':', 1)[1])
+        except (IndexError, ValueError):
+            raise ConfigError(f'--ablate_filters={filters} must be indices like 0,5,7 or top:N.') from None
+        if not 0 < k <= num_maps:
+            raise ConfigError(
+                f'--ablate_filters=top:{k} must name between 1 and {num_maps} maps of {target.name}.'
+            )
+        strength = tf.reduce_mean(activations, axis=[0, 1, 2]).numpy()
+        filters = sorted(np.argsort(-strength)[:k].tolist())
+    _check_indices(filters, num_maps, 'ablate_filters', f'{target.name} has {num_maps} feature maps')
+    mask = np.ones(num_maps, np.float32)
+    mask[filters] = 0.0
+    x = tf.constant(z, tf.float32)
+    for layer in generator.layers:
+        x = layer(x, training=False)
+        if layer is target:
+            x = x * mask
+    return {
+        'original': original,
+        'ablated': images.to_uint8(x.numpy()),
+        'layer': target.name,
+        'filters': filters,
+    }
+
+
+def ablate(cfg: Config) -> dict[str, Any]:
+    """`--mode=ablate`: the paper's "forgetting" experiment on the run in `--workdir`: the same `--num` z's
+    rendered with all feature maps (left) and with `--ablate_filters` of `--ablate_layer` zeroed (right).
+    Uses the moving-average generator when the run trained one (`--sampler=raw` for the plain one).
+
+    Returns:
+      ablate_images' dict plus 'grid' (the PNG path) and 'z'.
+    """
+    run_cfg, generator, ema_generator, step = export.restore_generators(cfg.workdir)
+    if cfg.sampler == 'ema' and ema_generator is not None:
+        generator = ema_generator
+    z = tf.random.stateless_normal([cfg.num, run_cfg.z_dim], seed=[cfg.seed, 0]).numpy()
+    filters = cfg.ablate_filters or None
+    if filters and not filters.startswith('top:'):
+        filters = parse_indices(filters, 'ablate_filters')
+    result = ablate_images(generator, z, cfg.ablate_layer, filters)
+    out = _out_path(cfg)
+    images.save_png(
+        out,
+        _side_by_side(
+            images.make_grid(result['original'], pad_value=255),
+            images.make_grid(result['ablated'], pad_value=255),
+        ),
+    )
+    logging.info(
+        'Step %d: zeroed %d maps of %s (%s); wrote with (left) / without (right) to %s.',
+        step,
+        len(result['filters']),
+        result['layer'],
+        ','.join(map(str, result['filters'])),
+        out,
+    )
+    return {**result, 'grid': out, 'z': z}
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    """The entry point of the sampling modes: one call per `--mode` from main.py."""
+    tools = {'sample': sample, 'interpolate': interpolate, 'arithmetic': arithmetic, 'ablate': ablate}
+    return tools[cfg.mode](cfg)
