@@ -1,47 +1,118 @@
 """Training data: sources, and the tf.data pipeline that turns one into [-1, 1] float32 NHWC batches.
 
-A Source is either a uint8 array already at the target resolution (embedded, synthetic, mnist,
-fashion_mnist: small enough for memory) or a list of files decoded on the fly (folder). The pipeline
-shuffles lightweight keys (indices or file names) before any decoding, so resuming at step N skips
-N batches of keys instead of decoding them again, and the order is a pure function of the seed.
+A Source is one of four kinds. `memory`: a uint8 array already at the target resolution (embedded,
+synthetic, mnist, fashion_mnist, prepared TFRecords that fit in --cache_mb). `files`: image files
+decoded on the fly (folder, the img_align_celeba folder). `lmdb`: encoded images under keys of an
+LMDB database (the official LSUN downloads). `stream`: records read in a fixed order (any
+tensorflow-datasets image data set, prepared TFRecords too large for memory).
+
+The pipeline shuffles lightweight keys (indices, file names, LMDB keys, or for streams the still
+encoded records) before any decoding, so resuming at step N skips N batches without decoding them,
+and the order is a pure function of --seed. Images that cannot be decoded are skipped and counted
+in `Source.skipped`; a resumed run is then shifted by the number skipped before its checkpoint
+(prepared TFRecords, where bad files are dropped once, have none).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import gzip
+import json
 import os
+import threading
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
-from dcgan_tf.config import Config
+from dcgan_tf.config import Config, parse_crop
 
 ASSETS_DIR = os.path.join(os.path.dirname(__file__), 'assets')
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif')
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp')
 IDX_FILES = {
     'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
     'test': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'),
 }
+# CelebA's list_eval_partition.txt numbers its splits.
+CELEBA_PARTITIONS = {'train': 0, 'validation': 1, 'test': 2}
+MANIFEST = 'manifest.json'
+MANIFEST_FORMAT = 'dcgan_tf.prepared/1'
+# Streams shuffle encoded records, not keys: 16k records of ~12-20 kB is a few hundred MB of memory.
+STREAM_SHUFFLE_CAP = 16384
+LMDB_FETCH_BATCH = 64  # Keys looked up per Python call: amortises numpy_function's overhead.
 AUTOTUNE = tf.data.AUTOTUNE
+# Plain Python called while tracing map functions: autograph must not rewrite it.
+_parse_crop = tf.autograph.experimental.do_not_convert(parse_crop)
 
 
 class DataError(ValueError):
     """Data that cannot be read; the message says what is wrong and what to do."""
 
 
+class SkipCounter:
+    """Images skipped because they could not be decoded; thread-safe, read by the Trainer.
+
+    The same bad file counts again on every epoch that reaches it. The first skip, and every
+    tenfold after it (1, 10, 100, ...), is also logged.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._value = 0
+
+    def add(self, num: int) -> None:
+        with self._lock:
+            before, self._value = self._value, self._value + int(num)
+            after = self._value
+        if num > 0 and (before == 0 or len(str(after)) > len(str(before))):
+            logging.warning('Skipped %d image(s) so far that could not be decoded.', after)
+
+    @property
+    def value(self) -> int:
+        return self._value
+
+
 @dataclasses.dataclass(frozen=True)
 class Source:
-    """One data set: in-memory uint8 images [N, H, W, C], or image files to decode on the fly."""
+    """One data set split (see the module docstring for the four kinds)."""
 
     name: str
-    images: np.ndarray | None = None
+    images: np.ndarray | None = None  # memory: uint8 [N, H, W, C] at the target resolution.
     labels: np.ndarray | None = None
-    files: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()  # files: paths to decode.
+    keys: np.ndarray | None = None  # lmdb: bytes keys (object array) of `lmdb_path`.
+    lmdb_path: str = ''
+    # stream: (shuffle, seed, num_pipelines, pipeline_id) -> Dataset of (encoded bytes, int64 label),
+    # or of serialized prepared tf.Examples when `prepared` is true; holds `stream_size` records.
+    stream_fn: Callable[[bool, int, int, int], tf.data.Dataset] | None = None
+    stream_size: int = 0
+    prepared: bool = False
+    skipped: SkipCounter = dataclasses.field(default_factory=SkipCounter, compare=False, repr=False)
+
+    @property
+    def kind(self) -> str:
+        if self.images is not None:
+            return 'memory'
+        if self.keys is not None:
+            return 'lmdb'
+        if self.stream_fn is not None:
+            return 'stream'
+        return 'files'
 
     @property
     def num_examples(self) -> int:
-        return len(self.images) if self.images is not None else len(self.files)
+        return {
+            'memory': lambda: len(self.images),
+            'lmdb': lambda: len(self.keys),
+            'stream': lambda: self.stream_size,
+            'files': lambda: len(self.files),
+        }[self.kind]()
+
+
+def num_skipped(source: Source) -> int:
+    """Undecodable images skipped so far while reading `source` (for logs and TensorBoard)."""
+    return source.skipped.value
 
 
 # --- IDX (MNIST-format) files ---
@@ -151,12 +222,61 @@ def center_crop_and_resize(image: tf.Tensor, resolution: int) -> tf.Tensor:
     return image
 
 
+def fit_image(image: tf.Tensor, crop: str, resolution: int) -> tf.Tensor:
+    """Crops ([H, W, C] or [N, H, W, C]) as --crop says and resizes to a uint8 square.
+
+    `center:N` takes the N x N centred square (the whole short side if it is smaller), as the
+    classic CelebA recipe (108, then resize to 64). Rounding to uint8 here makes reading a source
+    directly and reading its prepared TFRecords give the very same bytes.
+    """
+    kind, size = _parse_crop(crop)
+    shape = tf.shape(image)
+    height, width = shape[-3], shape[-2]
+    if kind == 'center':
+        side = tf.minimum(height, width)
+        if size:
+            side = tf.minimum(side, size)
+        image = tf.image.crop_to_bounding_box(image, (height - side) // 2, (width - side) // 2, side, side)
+    image = tf.image.resize(
+        tf.cast(image, tf.float32), [resolution, resolution], method='bilinear', antialias=True
+    )
+    return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+
+
+def to_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
+    """Any decoded image (gray, gray+alpha, RGB, RGBA) -> `channels` (1 or 3); alpha is dropped."""
+    num = tf.shape(image)[-1]
+    if channels == 1:
+
+        def gray() -> tf.Tensor:
+            rgb = tf.cast(image[..., :3], tf.float32)
+            return tf.cast(tf.round(tf.image.rgb_to_grayscale(rgb)), tf.uint8)
+
+        out = tf.cond(num < 3, lambda: image[..., :1], gray)
+    else:
+        out = tf.cond(num < 3, lambda: tf.tile(image[..., :1], [1, 1, 3]), lambda: image[..., :3])
+    out.set_shape([None, None, channels])
+    return out
+
+
+def decode_and_fit(raw: tf.Tensor, crop: str, resolution: int, channels: int) -> tf.Tensor:
+    """Encoded bytes (JPEG, PNG, GIF, BMP, WebP) -> uint8 [resolution, resolution, channels].
+
+    TF 2.21's decode_image reads WebP (LSUN's LMDB format) but converts channels only for some
+    formats, so it decodes as stored and `to_channels` converts. Raises on bytes that are no image.
+    """
+    # expand_animations=False: the first frame of a GIF, so every file gives one 3-D image.
+    image = tf.io.decode_image(raw, channels=0, expand_animations=False)
+    image.set_shape([None, None, None])
+    return fit_image(to_channels(image, channels), crop, resolution)
+
+
 def to_unit_range(image: tf.Tensor) -> tf.Tensor:
     """uint8-valued [0, 255] -> float32 [-1, 1], the range of G's tanh."""
     return tf.cast(image, tf.float32) / 127.5 - 1.0
 
 
-def _fit_array(images: np.ndarray, resolution: int, channels: int) -> np.ndarray:
+def _fit_array(images: np.ndarray, resolution: int, channels: int, crop: str = 'center') -> np.ndarray:
     """Resizes/retints a whole in-memory uint8 array once, so batches need no per-step work."""
     if images.shape[-1] != channels:
         images = (
@@ -170,14 +290,26 @@ def _fit_array(images: np.ndarray, resolution: int, channels: int) -> np.ndarray
         )
     if images.shape[1:3] != (resolution, resolution):
         resized = [
-            center_crop_and_resize(tf.constant(chunk), resolution).numpy()
+            fit_image(tf.constant(chunk), crop, resolution).numpy()
             for chunk in np.array_split(images, max(1, len(images) // 4096))
         ]
-        images = np.clip(np.round(np.concatenate(resized)), 0, 255).astype(np.uint8)
+        images = np.concatenate(resized)
     return images
 
 
-# --- sources ---
+# --- splits ---
+
+
+def _hold_out(items, split: str, holdout: int, what: str):
+    """--eval_holdout: the last `holdout` items (a fixed slice) are the test split, the rest train."""
+    if not holdout:
+        return items
+    if holdout >= len(items):
+        raise DataError(f'--eval_holdout={holdout} leaves no training data: {what} has {len(items)}.')
+    return items[:-holdout] if split == 'train' else items[-holdout:]
+
+
+# --- folders (and the img_align_celeba folder) ---
 
 
 def list_image_files(data_dir: str) -> list[str]:
@@ -188,36 +320,306 @@ def list_image_files(data_dir: str) -> list[str]:
     return sorted(files)
 
 
-def load_source(cfg: Config, split: str = 'train') -> Source:
-    """The configured data set, fitted to --resolution and --channels when it lives in memory."""
-    if cfg.dataset == 'folder':
-        files = list_image_files(cfg.data_dir)
+def _check_some_decode(sample: list, read: Callable[[object], bytes], what: str) -> None:
+    """Fails before training when none of a few evenly spaced items is an image."""
+    for item in sample:
+        try:
+            tf.io.decode_image(read(item), expand_animations=False)
+            return
+        except (tf.errors.OpError, OSError):
+            continue
+    raise DataError(f'None of {len(sample)} sampled items of {what} decodes as an image: wrong data?')
+
+
+def _sample(items, num: int = 16) -> list:
+    return [items[i] for i in np.linspace(0, len(items) - 1, min(num, len(items))).astype(int)]
+
+
+def _folder_source(
+    cfg: Config, split: str, name: str = 'folder', partitions: dict[str, int] | None = None
+) -> Source:
+    files = list_image_files(cfg.data_dir)
+    if not files:
+        raise DataError(f'--data_dir={cfg.data_dir} holds no images ({", ".join(IMAGE_EXTENSIONS)}).')
+    if partitions is not None:  # CelebA's official train/validation/test partition.
+        wanted = CELEBA_PARTITIONS['train' if cfg.eval_holdout else split]
+        files = [f for f in files if partitions.get(os.path.basename(f)) == wanted]
         if not files:
-            raise DataError(f'--data_dir={cfg.data_dir} holds no images ({", ".join(IMAGE_EXTENSIONS)}).')
-        return Source(name=f'folder:{cfg.data_dir}', files=tuple(files))
+            raise DataError(f'No image of {cfg.data_dir} is in the {split} part of list_eval_partition.txt.')
+    files = _hold_out(files, split, cfg.eval_holdout, cfg.data_dir)
+    _check_some_decode(_sample(files), lambda f: tf.io.read_file(f), f'--data_dir={cfg.data_dir}')
+    return Source(name=f'{name}:{cfg.data_dir}', files=tuple(files))
+
+
+def _celeba_folder(cfg: Config, split: str) -> Source | None:
+    """CelebA from its img_align_celeba/ folder (the usual escape when tfds' download fails)."""
+    if not cfg.data_dir or cfg.data_dir.startswith('gs://') or not os.path.isdir(cfg.data_dir):
+        return None
+    image_dir = cfg.data_dir
+    if os.path.isdir(os.path.join(cfg.data_dir, 'img_align_celeba')):
+        image_dir = os.path.join(cfg.data_dir, 'img_align_celeba')
+    if not any(n.lower().endswith('.jpg') for n in os.listdir(image_dir)):
+        return None  # A tfds data_dir, not the folder.
+    partitions = None
+    for folder in (image_dir, os.path.dirname(os.path.abspath(image_dir))):
+        path = os.path.join(folder, 'list_eval_partition.txt')
+        if os.path.isfile(path):
+            with open(path) as f:
+                partitions = dict((n, int(p)) for n, p in (line.split() for line in f if line.strip()))
+            break
+    return _folder_source(cfg.replace(data_dir=image_dir), split, 'celeb_a folder', partitions)
+
+
+# --- tensorflow-datasets ---
+
+
+def find_image_feature(features) -> str:
+    """The key of the top-level image feature of a tfds FeaturesDict ('image' when there are several)."""
+    import tensorflow_datasets as tfds
+
+    keys = [k for k, f in features.items() if isinstance(f, tfds.features.Image)]
+    if not keys:
+        raise DataError(f'This tfds data set has no image feature (features: {", ".join(features)}).')
+    return 'image' if 'image' in keys else keys[0]
+
+
+def _tfds_split(builder, split: str, holdout: int) -> str:
+    splits = dict(builder.info.splits)
+    if holdout:
+        return f'train[:-{holdout}]' if split == 'train' else f'train[-{holdout}:]'
+    if not splits or split in splits:  # tfds.testing.mock_data reports no splits.
+        return split
+    for other in ('test', 'validation', 'train') if split != 'train' else ():
+        if other in splits:
+            logging.info('%s has no %s split; using %s.', builder.name, split, other)
+            return other
+    raise DataError(f'{builder.name} has no {split} split (it has {", ".join(splits)}).')
+
+
+def _tfds_source(cfg: Config, name: str, split: str) -> Source:
+    import tensorflow_datasets as tfds
+
+    hint = (
+        ' For CelebA, pass the folder holding img_align_celeba/ as --data_dir instead.'
+        if name == 'celeb_a'
+        else ''
+    )
+    try:
+        builder = tfds.builder(name, data_dir=cfg.data_dir or None)
+        if cfg.download:
+            config = tfds.download.DownloadConfig(manual_dir=cfg.tfds_manual_dir or None)
+            builder.download_and_prepare(download_config=config)
+        image_key = find_image_feature(builder.info.features)
+        tfds_split = _tfds_split(builder, split, cfg.eval_holdout)
+        has_label = isinstance(dict(builder.info.features.items()).get('label'), tfds.features.ClassLabel)
+
+        def stream_fn(shuffle: bool, seed: int, num_pipelines: int, pipeline_id: int) -> tf.data.Dataset:
+            ds = builder.as_dataset(
+                split=tfds_split,
+                shuffle_files=shuffle,
+                decoders={image_key: tfds.decode.SkipDecoding()},  # Decoded later, after the skip.
+                read_config=tfds.ReadConfig(shuffle_seed=seed, try_autocache=False),
+            )
+            ds = ds.shard(num_pipelines, pipeline_id) if num_pipelines > 1 else ds
+            no_label = tf.constant(-1, tf.int64)
+            return ds.map(
+                lambda ex: (ex[image_key], tf.cast(ex['label'], tf.int64) if has_label else no_label)
+            )
+
+        try:
+            size = builder.info.splits[tfds_split].num_examples
+        except (KeyError, ValueError):  # mock_data: no split info, so count (keys only, no decoding).
+            size = int(stream_fn(False, 0, 1, 0).reduce(np.int64(0), lambda n, *_: n + 1))
+    except DataError:
+        raise
+    except Exception as e:  # tfds raises many types for "not downloaded and no network".
+        first = str(e).splitlines()[0] if str(e) else ''
+        raise DataError(
+            f'Could not load {name} through tensorflow-datasets ({type(e).__name__}: {first}).{hint}'
+        ) from e
+    if not size:
+        raise DataError(f'{name} split {tfds_split} is empty.')
+    return Source(name=f'tfds:{name}[{tfds_split}]', stream_fn=stream_fn, stream_size=size)
+
+
+# --- LMDB (the official LSUN downloads) ---
+
+_LMDB_ENVS: dict[str, object] = {}
+_LMDB_LOCK = threading.Lock()
+
+
+def _open_lmdb(path: str):
+    import lmdb  # Only the lsun_lmdb source needs it.
+
+    with _LMDB_LOCK:
+        if path not in _LMDB_ENVS:
+            try:
+                _LMDB_ENVS[path] = lmdb.open(
+                    path, readonly=True, lock=False, readahead=False, meminit=False, max_readers=512
+                )
+            except lmdb.Error as e:
+                raise DataError(f'Cannot open LMDB database {path}: {e}.') from e
+        return _LMDB_ENVS[path]
+
+
+def _lmdb_fetch(path: bytes, keys: np.ndarray) -> np.ndarray:
+    """Values of `keys` (b'' for a missing one, which then fails to decode and is skipped)."""
+    with _open_lmdb(path.decode()).begin() as txn:
+        return np.array([txn.get(bytes(k)) or b'' for k in keys], dtype=object)
+
+
+def _lmdb_source(cfg: Config, split: str) -> Source:
+    env = _open_lmdb(cfg.data_dir)
+    with env.begin() as txn:
+        keys = np.array(list(txn.cursor().iternext(keys=True, values=False)), dtype=object)
+    if not len(keys):
+        raise DataError(f'The LMDB database {cfg.data_dir} is empty.')
+    keys = _hold_out(keys, split, cfg.eval_holdout, cfg.data_dir)
+    fetch_one = lambda k: _lmdb_fetch(cfg.data_dir.encode(), np.array([k], dtype=object))[0]  # noqa: E731
+    _check_some_decode(_sample(keys), fetch_one, cfg.data_dir)
+    return Source(name=f'lsun_lmdb:{cfg.data_dir}', keys=keys, lmdb_path=cfg.data_dir)
+
+
+# --- prepared TFRecords (--mode=prepare) ---
+
+
+def parse_prepared(serialized: tf.Tensor, resolution: int, channels: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """A batch of serialized prepared tf.Examples -> uint8 images [N, H, W, C] and int64 labels [N]."""
+    features = tf.io.parse_example(
+        serialized,
+        {
+            'image': tf.io.FixedLenFeature([], tf.string),
+            'label': tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+        },
+    )
+    pixels = tf.io.decode_raw(features['image'], tf.uint8)
+    return tf.reshape(pixels, [-1, resolution, resolution, channels]), features['label']
+
+
+def read_manifest(folder: str) -> dict:
+    path = os.path.join(folder, MANIFEST)
+    if not tf.io.gfile.exists(path):
+        raise DataError(f'{folder} holds no {MANIFEST}; write it with --mode=prepare --out_dir={folder}.')
+    with tf.io.gfile.GFile(path) as f:
+        manifest = json.load(f)
+    if manifest.get('format') != MANIFEST_FORMAT:
+        raise DataError(f'{path} is not a dcgan_tf prepared-data manifest ({MANIFEST_FORMAT}).')
+    return manifest
+
+
+def _tfrecord_source(cfg: Config, folder: str, split: str) -> Source:
+    manifest = read_manifest(folder)
+    if (manifest['resolution'], manifest['channels']) != (cfg.resolution, cfg.channels):
+        raise DataError(
+            f'{folder} was prepared at resolution {manifest["resolution"]} with {manifest["channels"]} '
+            f'channel(s), not --resolution={cfg.resolution} --channels={cfg.channels}: match those flags.'
+        )
+    if split not in manifest['splits']:
+        logging.info('%s has no %s split; using train.', folder, split)
+        split = 'train'
+    entry = manifest['splits'][split]
+    files = [os.path.join(folder, shard['file']) for shard in entry['shards']]
+    size = entry['num_examples']
+    if not size:
+        raise DataError(f'{folder} holds no {split} images.')
+    name = f'tfrecord:{folder} ({split}, from {manifest["source"]})'
+    res, ch = cfg.resolution, cfg.channels
+    if size * res * res * ch <= cfg.cache_mb * 2**20:
+        # Fits: read once into memory; batches are then gathered by index (fastest, exact resume).
+        ds = tf.data.TFRecordDataset(files, num_parallel_reads=None).batch(1024)
+        ds = ds.map(lambda s: parse_prepared(s, res, ch), num_parallel_calls=AUTOTUNE)
+        parts = list(ds.as_numpy_iterator())
+        images = np.concatenate([p[0] for p in parts])
+        labels = np.concatenate([p[1] for p in parts])
+        return Source(name=name, images=images, labels=labels if (labels >= 0).any() else None)
+
+    def stream_fn(shuffle: bool, seed: int, num_pipelines: int, pipeline_id: int) -> tf.data.Dataset:
+        shards = tf.data.Dataset.from_tensor_slices(files)
+        if num_pipelines > 1 and len(files) >= num_pipelines:
+            shards = shards.shard(num_pipelines, pipeline_id)  # Each worker reads its own files.
+        if shuffle:
+            shards = shards.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
+            ds = shards.interleave(
+                tf.data.TFRecordDataset, cycle_length=min(8, len(files)), num_parallel_calls=AUTOTUNE
+            )
+        else:
+            ds = shards.flat_map(tf.data.TFRecordDataset)
+        if num_pipelines > 1 and len(files) < num_pipelines:
+            ds = ds.shard(num_pipelines, pipeline_id)
+        return ds
+
+    return Source(name=name, stream_fn=stream_fn, stream_size=size, prepared=True)
+
+
+# --- all sources ---
+
+
+def load_source(cfg: Config, split: str = 'train') -> Source:
+    """The configured data set split ('train' or 'test'), fitted to --resolution/--channels in memory."""
+    dataset = cfg.dataset
+    if dataset == 'folder':
+        return _folder_source(cfg, split)
+    if dataset == 'celeb_a':
+        return _celeba_folder(cfg, split) or _tfds_source(cfg, 'celeb_a', split)
+    if dataset == 'lsun_lmdb':
+        return _lmdb_source(cfg, split)
+    if dataset.startswith('lsun/'):
+        return _tfds_source(cfg, dataset, split)
+    if dataset.startswith('tfds:'):
+        return _tfds_source(cfg, dataset[len('tfds:') :], split)
+    if dataset.startswith('tfrecord:'):
+        return _tfrecord_source(cfg, dataset[len('tfrecord:') :], split)
     labels = None
-    if cfg.dataset == 'synthetic':
+    if dataset == 'synthetic':
         images = make_shapes(
             cfg.synthetic_examples, cfg.resolution, cfg.channels, cfg.seed + (split != 'train')
         )
-    elif cfg.dataset == 'embedded':
+    elif dataset == 'embedded':
         images, labels = load_embedded(split)
-    elif cfg.dataset in ('mnist', 'fashion_mnist'):
-        images, labels = load_mnist_like(cfg.dataset, cfg.data_dir, split, cfg.download)
+    elif dataset in ('mnist', 'fashion_mnist'):
+        images, labels = load_mnist_like(dataset, cfg.data_dir, split, cfg.download)
     else:
-        raise DataError(f'Unknown --dataset={cfg.dataset}.')
-    return Source(name=cfg.dataset, images=_fit_array(images, cfg.resolution, cfg.channels), labels=labels)
-
-
-def _decode_file(path: tf.Tensor, resolution: int, channels: int) -> tf.Tensor:
-    raw = tf.io.read_file(path)
-    # expand_animations=False: the first frame of a GIF, so every file gives one 3-D image.
-    image = tf.io.decode_image(raw, channels=channels, expand_animations=False)
-    image.set_shape([None, None, channels])
-    return to_unit_range(center_crop_and_resize(image, resolution))
+        raise DataError(f'Unknown --dataset={dataset}.')
+    if cfg.eval_holdout and dataset != 'synthetic':
+        labels = _hold_out(labels, split, cfg.eval_holdout, dataset)
+        images = _hold_out(images, split, cfg.eval_holdout, dataset)
+    return Source(
+        name=dataset, images=_fit_array(images, cfg.resolution, cfg.channels, cfg.crop), labels=labels
+    )
 
 
 # --- the pipeline ---
+
+
+def _raw_records(source: Source, keys: tf.data.Dataset) -> tf.data.Dataset:
+    """Keys (file names or LMDB keys) -> encoded image bytes, in the same order."""
+    if source.kind == 'files':
+        return keys.map(tf.io.read_file, num_parallel_calls=AUTOTUNE)
+    path = source.lmdb_path.encode()
+    fetch = lambda k: tf.numpy_function(_lmdb_fetch, [path, k], tf.string, stateful=False)  # noqa: E731
+    return keys.batch(LMDB_FETCH_BATCH).map(fetch, num_parallel_calls=AUTOTUNE).unbatch()
+
+
+def decode_counted(cfg: Config, source: Source, raw: tf.data.Dataset) -> tf.data.Dataset:
+    """Encoded bytes -> uint8 images in order; the undecodable ones dropped and added to source.skipped."""
+    ds = raw.enumerate().map(
+        lambda i, r: (i, decode_and_fit(r, cfg.crop, cfg.resolution, cfg.channels)),
+        num_parallel_calls=AUTOTUNE,
+    )
+    ds = ds.ignore_errors()  # A corrupt image is skipped, not fatal (DESIGN.md section 5) ...
+    # ... and counted: a gap in the positions of the survivors is a skipped image.
+    return ds.scan(tf.constant(-1, tf.int64), lambda last, el: (el[0], (el[1], el[0] - last - 1)))
+
+
+def _count_and_scale(counter: SkipCounter, images: tf.Tensor, gaps: tf.Tensor) -> tf.Tensor:
+    skipped = tf.reduce_sum(gaps)
+
+    def record() -> tf.Tensor:
+        return tf.numpy_function(lambda n: (counter.add(n), n)[1], [skipped], tf.int64)
+
+    done = tf.cond(skipped > 0, record, lambda: skipped)
+    with tf.control_dependencies([done]):
+        return to_unit_range(images)
 
 
 def make_dataset(
@@ -230,13 +632,13 @@ def make_dataset(
     """Batches of float32 images [per-replica batch, H, W, C] in [-1, 1].
 
     Args:
-      cfg: the run's Config (batch size, seed, resolution, channels, shuffle buffer).
+      cfg: the run's Config (batch size, seed, resolution, channels, crop, shuffle buffer).
       source: from `load_source`.
       input_context: given by `strategy.distribute_datasets_from_function`; each input pipeline
         reads its own shard and batches for one replica.
-      start_step: global steps already trained; their batches are skipped so a resumed run sees
-        exactly the data an uninterrupted run would.
-      repeat: False for one pass (evaluation), True for training.
+      start_step: global steps already trained; their batches are skipped (before decoding) so a
+        resumed run sees exactly the data an uninterrupted run would.
+      repeat: False for one pass in the source's order (evaluation, prepare), True for training.
     """
     num_pipelines = input_context.num_input_pipelines if input_context else 1
     pipeline_id = input_context.input_pipeline_id if input_context else 0
@@ -248,38 +650,84 @@ def make_dataset(
     per_replica_batch = cfg.batch_size // replicas
     per_pipeline_batch = cfg.batch_size // num_pipelines
 
-    keys = tf.data.Dataset.range(source.num_examples)
-    if source.images is None:
-        keys = tf.data.Dataset.from_tensor_slices(list(source.files))
-    keys = keys.shard(num_pipelines, pipeline_id)
-    if repeat:
+    # --- keys (or still encoded records): shard, shuffle, repeat, skip ---
+    kind = source.kind
+    if kind == 'stream':
+        keys = source.stream_fn(repeat, cfg.seed, num_pipelines, pipeline_id)
+        buffer = min(cfg.shuffle_buffer, STREAM_SHUFFLE_CAP)
+    else:
+        if kind == 'memory':
+            keys = tf.data.Dataset.range(source.num_examples)
+        elif kind == 'files':
+            keys = tf.data.Dataset.from_tensor_slices(list(source.files))
+        else:
+            keys = tf.data.Dataset.from_tensor_slices(tf.constant(list(source.keys), tf.string))
+        keys = keys.shard(num_pipelines, pipeline_id)
         # Shuffling keys is cheap, so the buffer spans the whole (sharded) data set up to a cap.
-        buffer = max(1, min(source.num_examples // num_pipelines, cfg.shuffle_buffer))
-        keys = keys.shuffle(buffer, seed=cfg.seed, reshuffle_each_iteration=True).repeat()
+        buffer = cfg.shuffle_buffer
+    if repeat:
+        buffer = max(1, min(source.num_examples // num_pipelines, buffer))
+        keys = keys.shuffle(buffer, seed=cfg.seed, reshuffle_each_iteration=True)
+        if kind != 'stream' or not source.prepared:  # Prepared streams repeat their file list.
+            keys = keys.repeat()
         keys = keys.skip(start_step * per_pipeline_batch)
 
-    if source.images is not None:
+    # --- fetch and decode ---
+    if kind == 'memory':
         images = tf.constant(source.images)
         # Gather whole batches from memory: one op per batch instead of one per image.
         ds = keys.batch(per_replica_batch, drop_remainder=True)
         ds = ds.map(lambda idx: to_unit_range(tf.gather(images, idx)), num_parallel_calls=AUTOTUNE)
+    elif kind == 'stream' and source.prepared:
+        # Batch first, then parse and decode_raw whole batches: one op per batch.
+        res, ch = cfg.resolution, cfg.channels
+        ds = keys.batch(per_replica_batch, drop_remainder=True)
+        ds = ds.map(lambda s: to_unit_range(parse_prepared(s, res, ch)[0]), num_parallel_calls=AUTOTUNE)
     else:
-        ds = keys.map(lambda p: _decode_file(p, cfg.resolution, cfg.channels), num_parallel_calls=AUTOTUNE)
-        # A corrupt image is skipped, not fatal (DESIGN.md section 5).
-        ds = ds.ignore_errors()
-        ds = ds.batch(per_replica_batch, drop_remainder=True)
+        raw = keys.map(lambda r, _: r) if kind == 'stream' else _raw_records(source, keys)
+        ds = decode_counted(cfg, source, raw).batch(per_replica_batch, drop_remainder=True)
+        ds = ds.map(lambda x, gaps: _count_and_scale(source.skipped, x, gaps), num_parallel_calls=AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = True
     return ds.with_options(options).prefetch(AUTOTUNE)
+
+
+def fitted_examples(cfg: Config, source: Source, start: int = 0, stop: int | None = None) -> tf.data.Dataset:
+    """Examples [start, stop) of `source` in order, as (uint8 [H, W, C], int64 label); bad ones dropped.
+
+    What --mode=prepare writes: the very pixels `make_dataset` would scale to [-1, 1].
+    """
+    stop = source.num_examples if stop is None else stop
+    kind = source.kind
+    if kind == 'memory':
+        labels = source.labels if source.labels is not None else np.full(source.num_examples, -1)
+        return tf.data.Dataset.from_tensor_slices(
+            (source.images[start:stop], labels[start:stop].astype(np.int64))
+        )
+    if kind == 'stream':
+        records = source.stream_fn(False, cfg.seed, 1, 0).skip(start).take(stop - start)
+        if source.prepared:
+            parse = lambda s: parse_prepared(s, cfg.resolution, cfg.channels)  # noqa: E731
+            return records.batch(1024).map(parse).unbatch()
+    else:
+        if kind == 'files':
+            keys = tf.data.Dataset.from_tensor_slices(list(source.files[start:stop]))
+        else:
+            keys = tf.data.Dataset.from_tensor_slices(tf.constant(list(source.keys[start:stop]), tf.string))
+        records = _raw_records(source, keys).map(lambda r: (r, tf.constant(-1, tf.int64)))
+    fit = lambda r, label: (decode_and_fit(r, cfg.crop, cfg.resolution, cfg.channels), label)  # noqa: E731
+    return records.map(fit, num_parallel_calls=AUTOTUNE).ignore_errors()
 
 
 def take_images(source: Source, num: int, cfg: Config) -> np.ndarray:
     """The first `num` images of a source as float32 [-1, 1] (for grids and evaluation)."""
     if source.images is not None:
         return source.images[:num].astype(np.float32) / 127.5 - 1.0
-    one_pass = cfg.replace(batch_size=1)
-    ds = make_dataset(one_pass, source, repeat=False).unbatch().take(num)
-    return np.stack(list(ds.as_numpy_iterator()))
+    ds = fitted_examples(cfg, source, 0, min(source.num_examples, num * 2 + 16)).take(num)
+    images = [x for x, _ in ds.as_numpy_iterator()]
+    if len(images) < num:  # Many bad files near the start: take the whole source.
+        images = [x for x, _ in fitted_examples(cfg, source).take(num).as_numpy_iterator()]
+    return np.stack(images).astype(np.float32) / 127.5 - 1.0
 
 
 def steps_for_epochs(epochs: int, num_examples: int, batch_size: int) -> int:
@@ -288,5 +736,10 @@ def steps_for_epochs(epochs: int, num_examples: int, batch_size: int) -> int:
 
 
 def describe(source: Source) -> str:
-    kind = 'in memory' if source.images is not None else 'decoded from files'
+    kind = {
+        'memory': 'in memory',
+        'files': 'decoded from files',
+        'lmdb': 'decoded from LMDB',
+        'stream': 'streamed' + (' prepared records' if source.prepared else ', decoded on the fly'),
+    }[source.kind]
     return f'{source.name}: {source.num_examples} images ({kind})'
