@@ -177,8 +177,10 @@ def _feature_layer(generator, name: str):
     ]
     if not name:
         return by_name[hidden[-1]]  # The paper drops filters of the second-highest layer.
+    # Hidden feature maps only: the output convolution and tanh make the image itself.
+    inner = {layer.name for layer in generator.layers[:-2] if len(layer.output.shape) == 4}
     for candidate in (f'{name}_relu', f'{name}_lrelu', name):
-        if candidate in by_name and len(by_name[candidate].output.shape) == 4:
+        if candidate in inner:
             return by_name[candidate]
     choices = ', '.join(n.rsplit('_', 1)[0] for n in hidden)
     raise ConfigError(
