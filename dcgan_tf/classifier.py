@@ -30,13 +30,17 @@ LOGITS_LAYER = 'logits'
 def build_classifier(seed: int = 0) -> keras.Sequential:
     """28x28x1 images in [-1, 1] -> 10 logits; the 'features' layer is the 128-d penultimate one.
 
-    Two conv/pool stages then a dense layer: the classic small MNIST net (99.2% in a few epochs),
-    with BatchNorm so a short CPU training converges.
+    Two conv/pool stages then a dense layer, the classic small MNIST net, with BatchNorm so a short CPU
+    training converges and small random shifts against over-fitting.
     """
     init = keras.initializers.HeNormal
     return keras.Sequential(
         [
             keras.Input(shape=(INPUT_SIZE, INPUT_SIZE, 1), name='image'),
+            # Shifts of up to 2 pixels, in training only: measured 98.9% on MNIST without, short of 99%.
+            layers.RandomTranslation(
+                0.08, 0.08, fill_mode='constant', fill_value=-1.0, seed=seed + 6, name='shift'
+            ),
             layers.Conv2D(32, 3, padding='same', use_bias=False, kernel_initializer=init(seed), name='conv1'),
             layers.BatchNormalization(momentum=0.9, name='conv1_bn'),
             layers.ReLU(name='conv1_relu'),
@@ -48,9 +52,8 @@ def build_classifier(seed: int = 0) -> keras.Sequential:
             layers.ReLU(name='conv2_relu'),
             layers.MaxPooling2D(name='pool2'),
             layers.Flatten(name='flatten'),
-            layers.Dropout(0.4, seed=seed + 2, name='dropout1'),
             layers.Dense(128, activation='relu', kernel_initializer=init(seed + 3), name=FEATURES_LAYER),
-            layers.Dropout(0.4, seed=seed + 4, name='dropout2'),
+            layers.Dropout(0.3, seed=seed + 4, name='dropout'),
             layers.Dense(NUM_CLASSES, kernel_initializer=init(seed + 5), name=LOGITS_LAYER),
         ],
         name='classifier',

@@ -8,7 +8,9 @@ before any heavy import, so a bad value fails in well under a second.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 from typing import Any
 
 MODES = (
@@ -100,7 +102,10 @@ class Config:
     devices: str = _field('', 'Comma-separated devices for one_device/mirrored, e.g. GPU:0,GPU:1.')
     tpu: str = _field('', 'TPU name or grpc:// address for --strategy=tpu.')
     precision: str = _field(
-        'float32', 'Keras mixed-precision policy.', ('float32', 'mixed_float16', 'mixed_bfloat16')
+        'float32',
+        'Keras mixed-precision policy; auto: mixed_float16 on GPUs, mixed_bfloat16 on TPUs and on CPUs with '
+        'bfloat16 instructions (AVX512_BF16/AMX), float32 otherwise.',
+        ('float32', 'mixed_float16', 'mixed_bfloat16', 'auto'),
     )
     jit_compile: str = _field(
         'auto',
@@ -156,7 +161,9 @@ class Config:
         'learning rates, go on).',
         ('stop', 'rollback'),
     )
-    max_rollbacks: int = _field(3, 'Most rollbacks one run makes with --on_nan=rollback before it stops.')
+    max_rollbacks: int = _field(
+        3, 'Most rollbacks one run makes with --on_nan=rollback before it stops (0: stop at the first).'
+    )
     collapse_threshold: float = _field(
         0.1,
         'Warn of mode collapse when the fixed-z samples differ less than this fraction of real images '
@@ -174,6 +181,9 @@ class Config:
     bench_warmup_steps: int = _field(4, 'Untimed steps first: tracing and warm caches (--mode=bench).')
     bench_steps: int = _field(10, 'Steps per timed window (--mode=bench).')
     bench_windows: int = _field(5, 'Timed windows; the median is reported (--mode=bench).')
+    fused_batch_norm: bool = _field(
+        True, "Train BatchNorm with TensorFlow's fused kernel (same maths, much faster on CPU; false: Keras')"
+    )
     # --- evaluation and probe (issue 5) ---
     feature_net: str = _field(
         'inception',
@@ -187,7 +197,7 @@ class Config:
     classifier_path: str = _field(
         '', 'Classifier .keras file (feature nets mnist/fashion_mnist; where train_classifier saves it).'
     )
-    classifier_epochs: int = _field(6, 'Training epochs of --mode=train_classifier.')
+    classifier_epochs: int = _field(8, 'Training epochs of --mode=train_classifier.')
     classifier_train_examples: int = _field(0, 'Train on only the first N examples (0: all; for tests).')
     eval_source: str = _field(
         'generator',
@@ -304,6 +314,7 @@ def validate(cfg: Config) -> Config:
     _validate_sampling(cfg)
     _validate_robustness(cfg)
     _validate_bench(cfg)
+    _validate_distribution(cfg)
     _validate_evaluation(cfg)
     _validate_data_sets(cfg)
     return cfg
@@ -359,6 +370,31 @@ def _validate_evaluation(cfg: Config) -> None:
         )
 
 
+# 'GPU:0', '/gpu:1', '/device:CPU:0', '/job:worker/replica:0/task:1/device:GPU:0'.
+_DEVICE_RE = re.compile(r'^(/job:\w+(/replica:\d+)?(/task:\d+)?)?/?(device:)?(cpu|gpu|tpu):\d+$', re.I)
+
+
+def _validate_distribution(cfg: Config) -> None:
+    devices = [d.strip() for d in cfg.devices.split(',') if d.strip()]
+    for device in devices:
+        _require(
+            bool(_DEVICE_RE.match(device)),
+            f'--devices={cfg.devices} has {device!r}, which is not a device name like GPU:0 or CPU:0.',
+        )
+    _require(
+        not devices or cfg.strategy in ('one_device', 'mirrored', 'auto'),
+        f'--devices only applies to --strategy=one_device or mirrored, not {cfg.strategy}.',
+    )
+    _require(
+        cfg.strategy != 'one_device' or len(devices) <= 1,
+        f'--strategy=one_device takes one device, not {cfg.devices}; use --strategy=mirrored for several.',
+    )
+    _require(
+        not cfg.tpu or cfg.strategy in ('tpu', 'auto'),
+        f'--tpu={cfg.tpu} only applies to --strategy=tpu (or auto), not {cfg.strategy}.',
+    )
+
+
 def _validate_bench(cfg: Config) -> None:
     for name in ('bench_steps', 'bench_windows'):
         value = getattr(cfg, name)
@@ -369,6 +405,17 @@ def _validate_bench(cfg: Config) -> None:
 
 
 def _validate_robustness(cfg: Config) -> None:
+    # Catch-alls for every number flag, present and future: a negative count or a NaN rate is never
+    # meant, and an int beyond int64 would overflow TensorFlow's step counter with a stack trace.
+    for f in dataclasses.fields(Config):
+        value = getattr(cfg, f.name)
+        if f.type == 'int':
+            _require(0 <= value < 2**62, f'--{f.name}={value} must be a non-negative integer below 2**62.')
+        elif f.type == 'float':
+            _require(
+                math.isfinite(value) and value >= 0,
+                f'--{f.name}={value} must be a finite, non-negative number.',
+            )
     _require(
         0 <= cfg.max_rollbacks <= 100, f'--max_rollbacks={cfg.max_rollbacks} must be between 0 and 100.'
     )

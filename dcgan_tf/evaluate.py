@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+from absl import logging
 
 from dcgan_tf.config import Config, ConfigError
 
@@ -24,6 +25,8 @@ EVAL_BATCH = 250
 INCEPTION_SIZE = 299
 # Lower is better for these; the others (score, coverage) are better higher.
 LOWER_IS_BETTER = ('fid', 'kid')
+BEST_DIR = 'best'
+BEST_FILE = 'best.json'
 
 
 # --- the maths ---
@@ -384,6 +387,148 @@ def _generator_from_source(cfg: Config, workdir: str):
         run_cfg.z_dim,
         f'checkpoint of {workdir} ({kind}, step {step})',
     )
+
+
+# --- during training: periodic evaluation and the best checkpoint ---
+
+
+def best_dir(checkpoint_dir: str) -> str:
+    """Where the best-evaluated checkpoint lives: beside the rolling ones, never rotated out by them."""
+    return os.path.join(checkpoint_dir, BEST_DIR)
+
+
+def read_best(directory: str) -> dict[str, Any] | None:
+    """{'step', 'metric', 'value', 'checkpoint'} of the best evaluation so far, or None."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    path = os.path.join(directory, BEST_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.loads(f.read())
+
+
+class PeriodicEvaluator:
+    """`--eval_every`: measures the training generator, logs eval/* and keeps the best checkpoint.
+
+    The real statistics are computed once, at construction; each call draws the same `--eval_samples`
+    z's (numpy, seeded), so successive values differ only by the generator and the training RNG is not
+    touched (a resumed run stays exact). The EMA generator is measured when the run keeps one: it is
+    what the export samples by default.
+
+    Args:
+      cfg: the run's Config.
+      trainer: a train.Trainer (its checkpoint, step, generators, is_chief, manager).
+      workdir: the run directory; summaries go to `<workdir>/tensorboard/eval`.
+    """
+
+    def __init__(self, cfg: Config, trainer, workdir: str):
+        import tensorflow as tf  # noqa: PLC0415
+
+        self.cfg = cfg
+        self.trainer = trainer
+        self.net = build_feature_net(cfg)
+        self.real = real_stats(cfg, self.net, cfg.eval_real_samples or cfg.eval_samples, cfg.eval_real_split)
+        self.best_dir = best_dir(trainer.manager.directory)
+        self.manager = tf.train.CheckpointManager(
+            trainer.checkpoint, self.best_dir, max_to_keep=1, step_counter=trainer.step
+        )
+        best = read_best(self.best_dir)
+        self.best = best if best and best.get('metric') == cfg.eval_metric else None
+        self.writer = (
+            tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard', 'eval'))
+            if trainer.is_chief
+            else tf.summary.create_noop_writer()
+        )
+
+    def __call__(self, step: int) -> dict[str, float]:
+        """Evaluates now; saves a best checkpoint when the metric improved. Returns the metrics."""
+        import tensorflow as tf  # noqa: PLC0415
+
+        start = time.perf_counter()
+        generator = getattr(self.trainer, 'ema_generator', None)
+        generator = self.trainer.generator if generator is None else generator
+        batches = generator_batches(
+            lambda z: generator(z, training=False), self.cfg.z_dim, self.cfg.eval_samples, self.cfg.seed
+        )
+        metrics = compare(
+            accumulate(self.net, batches, self.cfg.seed),
+            self.real,
+            self.cfg.kid_subsets,
+            self.cfg.kid_subset_size,
+            self.cfg.seed,
+        )
+        if self.cfg.eval_metric not in metrics:
+            raise ConfigError(
+                f'--eval_metric={self.cfg.eval_metric} needs class probabilities, which this '
+                f'--feature_net={self.cfg.feature_net} does not give; use fid or kid.'
+            )
+        value = metrics[self.cfg.eval_metric]
+        improved = is_better(self.cfg.eval_metric, value, self.best and self.best['value'])
+        if improved:
+            # Every worker saves (the collectives need it); only the chief's copy is kept.
+            checkpoint = self.manager.save(checkpoint_number=step)
+            self.best = {
+                'step': step,
+                'metric': self.cfg.eval_metric,
+                'value': value,
+                'checkpoint': checkpoint,
+            }
+            if self.trainer.is_chief:
+                with tf.io.gfile.GFile(os.path.join(self.best_dir, BEST_FILE), 'w') as f:
+                    f.write(json.dumps(self.best) + '\n')
+        metrics['eval_seconds'] = time.perf_counter() - start
+        with self.writer.as_default(step=step):
+            for key, metric_value in metrics.items():
+                tf.summary.scalar(f'eval/{key}', metric_value)
+            tf.summary.scalar(f'eval/best_{self.cfg.eval_metric}', self.best['value'])
+        self.writer.flush()
+        logging.info(
+            'Step %d: %s; best %s %.4g at step %d%s.',
+            step,
+            ', '.join(f'{k} {v:.4g}' for k, v in metrics.items()),
+            self.cfg.eval_metric,
+            self.best['value'],
+            self.best['step'],
+            ' (new best, saved)' if improved else '',
+        )
+        return metrics
+
+
+def restore_best_generators(workdir: str):
+    """(cfg, generator, ema_generator or None, step) from `<workdir>/checkpoints/best`."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    from dcgan_tf import export, models  # noqa: PLC0415
+
+    cfg = export.run_config(workdir)
+    latest = tf.train.latest_checkpoint(best_dir(os.path.join(workdir, 'checkpoints')))
+    if latest is None:
+        raise ConfigError(
+            f'--workdir={workdir} has no best checkpoint: train with --eval_every > 0 to keep one.'
+        )
+    names = {name.split('/')[0] for name, _ in tf.train.list_variables(latest)}
+    generator = models.build_generator(cfg)
+    ema_generator = models.build_generator(cfg) if 'ema_generator' in names else None
+    step = tf.Variable(0, dtype=tf.int64)
+    parts = {'generator': generator, 'step': step}
+    if ema_generator is not None:
+        parts['ema_generator'] = ema_generator
+    tf.train.Checkpoint(**parts).restore(latest).expect_partial().assert_existing_objects_matched()
+    return cfg, generator, ema_generator, int(step)
+
+
+def export_best(workdir: str, path: str | None = None) -> str:
+    """`--export_best`: the best-evaluated checkpoint -> a SavedModel (default `<workdir>/saved_model`)."""
+    from dcgan_tf import export  # noqa: PLC0415
+
+    cfg, generator, ema_generator, step = restore_best_generators(workdir)
+    path = path or os.path.join(workdir, export.EXPORT_DIR)
+    logging.info('Exporting the best checkpoint (step %d) to %s.', step, path)
+    return export.save(path, generator, cfg, step, ema_generator)
+
+
+# --- --mode=evaluate ---
 
 
 def format_table(result: dict[str, Any]) -> str:

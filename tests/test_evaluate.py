@@ -210,3 +210,55 @@ def test_evaluate_mode_untrained_vs_real(tmp_path, capsys):
     assert result['protocol']['num_generated'] == 40 and result['protocol']['num_real'] == 40
     assert result['metrics']['fid'] > 0 and 0 <= result['metrics']['coverage'] <= 1
     assert result['seconds'] >= 0
+
+
+def _scalars(event_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(event_dir, size_guidance={'tensors': 0})
+    accumulator.Reload()
+    return {
+        tag: [(e.step, float(tf_make_ndarray(e.tensor_proto))) for e in accumulator.Tensors(tag)]
+        for tag in accumulator.Tags()['tensors']
+    }
+
+
+def tf_make_ndarray(proto):
+    import tensorflow as tf
+
+    return tf.make_ndarray(proto)
+
+
+def test_eval_during_training_logs_and_keeps_the_best_checkpoint(tmp_path):
+    import os
+
+    from dcgan_tf import classifier, export, train
+    from tests.conftest import tiny_config
+
+    path = str(tmp_path / 'net.keras')
+    classifier.build_classifier().save(path)
+    workdir = str(tmp_path / 'run')
+    cfg = tiny_config(
+        train_steps=6,
+        eval_every=2,
+        eval_samples=24,
+        kid_subsets=4,
+        kid_subset_size=12,
+        feature_net='mnist',
+        classifier_path=path,
+        keep_checkpoints=1,
+        export_best=True,
+        export_at_end=True,
+    )
+    train.train_and_evaluate(cfg, workdir)
+    curve = _scalars(os.path.join(workdir, 'tensorboard', 'eval'))['eval/fid']
+    assert [step for step, _ in curve] == [2, 4, 6]
+    best = evaluate.read_best(os.path.join(workdir, 'checkpoints', 'best'))
+    best_step, best_fid = min(curve, key=lambda point: point[1])
+    assert best['step'] == best_step and best['metric'] == 'fid'
+    assert best['value'] == pytest.approx(best_fid, rel=1e-5)
+    # The best checkpoint survives the rolling ones (only the last is kept) and is what was exported.
+    assert os.path.exists(best['checkpoint'] + '.index')
+    assert export.load(os.path.join(workdir, 'saved_model')).metadata['step'] == best_step
+    _, _, _, step = evaluate.restore_best_generators(workdir)
+    assert step == best_step
