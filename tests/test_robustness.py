@@ -224,3 +224,91 @@ def test_an_untrained_generator_is_not_called_collapsed(tmp_path, caplog):
     real = np.stack([trainer.source.images[i] / 127.5 - 1 for i in range(8)])
     assert safety.diversity_ratio(trainer.generate(train.fixed_noise(cfg, 8)), real) < 0.9
     assert 'mode collapse' not in caplog.text
+
+
+# --- the command line: one sentence and status 1 for a failed run ---
+
+
+def test_cli_nan_exits_1_with_one_sentence(tmp_path):
+    # The real CLI with a fault injected before step 4 (the hook stands in for a diverging learning rate).
+    code = (
+        'import sys\n'
+        'import tensorflow as tf\n'
+        'from dcgan_tf import main, train\n'
+        'original = train.Trainer.train_steps\n'
+        'def train_steps(self, n):\n'
+        '    if int(self.step) == 3:\n'
+        '        v = self.generator.trainable_variables[0]\n'
+        '        v.assign(tf.fill(v.shape, float("inf")))\n'
+        '    return original(self, n)\n'
+        'train.Trainer.train_steps = train_steps\n'
+        'sys.argv = ["dcgan_tf"] + sys.argv[1:]\n'
+        'main.run()\n'
+    )
+    args = [
+        '--dataset=synthetic',
+        '--resolution=16',
+        '--gf_dim=4',
+        '--df_dim=4',
+        '--z_dim=8',
+        '--batch_size=4',
+    ]
+    args += ['--train_steps=8', '--checkpoint_every=2', '--log_every=2', '--collapse_threshold=0']
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+    result = subprocess.run(
+        [sys.executable, '-c', code, *args, f'--workdir={tmp_path}'],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO_ROOT,
+        env=env,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: The loss ') and ' at step 4; ' in last and 'ckpt-2 is kept' in last, last
+    assert 'Traceback' not in result.stderr
+    assert tf.train.latest_checkpoint(str(tmp_path / 'checkpoints')).endswith('ckpt-2')
+    assert not (tmp_path / 'saved_model').exists()
+
+
+# --- a full disk and a workdir that turns read-only mid-run ---
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs (needs root and mount rights, else the test is skipped)."""
+    mount_point = tmp_path / 'disk'
+    mount_point.mkdir()
+    result = subprocess.run(
+        ['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', str(mount_point)], capture_output=True
+    )
+    if result.returncode != 0:
+        pytest.skip('cannot mount a small tmpfs here (needs root)')
+    yield mount_point
+    subprocess.run(['umount', '-l', str(mount_point)], check=False)
+
+
+def test_full_disk_and_read_only_workdir_are_one_sentence(small_disk):
+    # 28x28 RGB widths 32: a checkpoint of a few MB, more than the 1 MiB disk holds.
+    cfg = tiny_config(resolution=28, channels=3, gf_dim=32, df_dim=32, train_steps=2, checkpoint_every=2)
+    with pytest.raises(Exception) as error:
+        train.train_and_evaluate(cfg, str(small_disk / 'full'))
+    message = safety.io_error_message(error.value, str(small_disk / 'full'))
+    assert message is not None, repr(error.value)
+    assert message.startswith(f'The disk holding --workdir={small_disk / "full"} is full')
+    subprocess.run(['rm', '-rf', str(small_disk / 'full')], check=True)
+    # A workdir whose checkpoint folder is (or becomes) read-only: a read-only mount over it.
+    checkpoints = small_disk / 'ro' / 'checkpoints'
+    checkpoints.mkdir(parents=True)
+    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'ro,size=64k', 'tmpfs', str(checkpoints)], check=True)
+    try:
+        with pytest.raises(Exception) as error:
+            tiny = tiny_config(train_steps=2, checkpoint_every=2, sample_every=100, collapse_threshold=0)
+            train.train_and_evaluate(tiny, str(small_disk / 'ro'))
+    finally:
+        subprocess.run(['umount', '-l', str(checkpoints)], check=False)
+    message = safety.io_error_message(error.value, str(small_disk / 'ro'))
+    assert message is not None and 'became unwritable' in message, repr(error.value)
+    assert '\n' not in message
+    # Not every error is mistaken for a disk problem.
+    assert safety.io_error_message(ValueError('shapes do not match'), 'w') is None

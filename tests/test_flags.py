@@ -1,0 +1,152 @@
+"""Flag safety for every flag: a bad value exits with status 2 and one sentence, before TensorFlow loads.
+
+The table is derived from the Config fields, so a flag added later is covered without editing this file:
+every int rejects a non-integer, a negative value and one beyond int64, every float a non-number, NaN,
+Inf and a negative value, every bool a non-boolean, every enum an unknown choice. Explicit cases cover
+zero where it means nothing, strings and contradictory combinations. The CLI runs in this process
+(absl's parser and `main.main`, stopped where TensorFlow would be imported); two cases also run as real
+processes.
+"""
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from absl import flags
+from conftest import REPO_ROOT
+
+from dcgan_tf import main as main_lib
+from dcgan_tf.config import Config
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+BASE = ['--train_steps=5']  # The smallest valid command line: train needs a length.
+# Sizes and intervals of a training run, where 0 means nothing (other flags' 0 means "off" or "all").
+ZERO_IS_BAD = (
+    'resolution',
+    'z_dim',
+    'gf_dim',
+    'df_dim',
+    'batch_size',
+    'shuffle_buffer',
+    'synthetic_examples',
+    'steps_per_call',
+    'log_every',
+    'sample_every',
+    'checkpoint_every',
+    'keep_checkpoints',
+    'num_grid',
+)
+
+
+class _ReachedTensorFlowError(Exception):
+    """The command line passed validation: main.py went on to import TensorFlow."""
+
+
+def _cli(args: list[str], monkeypatch, capsys) -> tuple[int | None, str]:
+    """(exit status, stderr) of `python -m dcgan_tf.main *args`; status None when it got past the flags."""
+
+    def reached():
+        raise _ReachedTensorFlowError
+
+    monkeypatch.setattr(main_lib, '_quiet_tensorflow', reached)
+    flags.FLAGS.unparse_flags()
+    capsys.readouterr()
+    try:
+        main_lib.main(main_lib._parse_flags(['dcgan_tf', *BASE, *args]))
+    except SystemExit as e:
+        return e.code, capsys.readouterr().err
+    except _ReachedTensorFlowError:
+        return None, capsys.readouterr().err
+    finally:
+        flags.FLAGS.unparse_flags()
+    raise AssertionError('main returned without reaching TensorFlow')
+
+
+def _bad_values() -> list[tuple[str, str]]:
+    cases = []
+    for name, field in FIELDS.items():
+        if field.metadata['choices']:
+            cases.append((name, 'no_such_choice'))
+        elif field.type == 'int':
+            cases += [(name, 'abc'), (name, '1.5'), (name, '-1'), (name, str(2**64))]
+            if name in ZERO_IS_BAD:
+                cases.append((name, '0'))
+        elif field.type == 'float':
+            cases += [(name, 'abc'), (name, 'nan'), (name, 'inf'), (name, '-1')]
+        elif field.type == 'bool':
+            cases.append((name, 'maybe'))
+    return cases
+
+
+def _assert_one_sentence_exit_2(status, stderr, mentions: str) -> None:
+    assert status == 2, f'accepted (status {status}); stderr: {stderr!r}'
+    assert stderr.startswith('error: ') and stderr.strip().count('\n') == 0, stderr  # No stack trace.
+    assert mentions in stderr, stderr
+
+
+@pytest.mark.parametrize('name, value', _bad_values())
+def test_every_flag_rejects_a_bad_value(name, value, monkeypatch, capsys):
+    status, stderr = _cli([f'--{name}={value}'], monkeypatch, capsys)
+    _assert_one_sentence_exit_2(status, stderr, f'--{name}')
+
+
+def test_the_table_covers_every_flag():
+    # Strings have free-form values: the explicit cases below cover those that can be wrong.
+    covered = {name for name, _ in _bad_values()}
+    strings = {n for n, f in FIELDS.items() if f.type == 'str' and not f.metadata['choices']}
+    assert covered | strings == set(FIELDS)
+    assert len(covered) >= 40
+
+
+def test_good_values_pass(monkeypatch, capsys):
+    # The harness itself: a valid command line gets as far as importing TensorFlow.
+    assert _cli([], monkeypatch, capsys)[0] is None
+    assert (
+        _cli(['--on_nan=rollback', '--max_rollbacks=0', '--collapse_threshold=0'], monkeypatch, capsys)[0]
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    'args, mentions',
+    [
+        (['--workdir='], '--workdir'),
+        (['--dataset=folder'], '--dataset=folder needs --data_dir'),
+        (['--dataset=folder', '--data_dir=/does/not/exist'], '--data_dir=/does/not/exist'),
+        (['--dataset=mnist', '--data_dir=/does/not/exist'], '--data_dir=/does/not/exist'),
+        (['--train_steps=0'], '--train_steps or --epochs'),
+        (['--arch=tutorial', '--resolution=64'], '--arch=tutorial'),
+        (['--arch=tutorial', '--channels=3'], '--arch=tutorial'),
+        (['--resolution=48'], '--resolution=48'),
+        (['--channels=2'], '--channels=2'),
+        (['--g_lr=0'], '--g_lr=0'),
+        (['--beta_1=1'], '--beta_1=1'),
+        (['--collapse_threshold=1'], '--collapse_threshold=1'),
+        (['--max_rollbacks=1000'], '--max_rollbacks=1000'),
+        (['--no_such_flag=1'], 'no_such_flag'),
+        (['stray_argument'], 'unexpected arguments'),
+    ],
+)
+def test_explicit_bad_values_and_combinations(args, mentions, monkeypatch, capsys):
+    status, stderr = _cli(args, monkeypatch, capsys)
+    _assert_one_sentence_exit_2(status, stderr, mentions)
+
+
+@pytest.mark.parametrize('args, mentions', [(['--seed=-3'], '--seed=-3'), (['--g_lr=nan'], '--g_lr=nan')])
+def test_a_real_process_fails_fast_the_same_way(args, mentions):
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, '-m', 'dcgan_tf.main', *BASE, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+        env=env,
+    )
+    _assert_one_sentence_exit_2(result.returncode, result.stderr, mentions)
+    assert 'tensorflow' not in result.stderr.lower()
+    assert time.monotonic() - started < 30  # Importing TensorFlow alone takes longer than that here.
