@@ -112,9 +112,11 @@ class _BaselineStep:
         self.cfg = cfg
         policy = keras.mixed_precision.global_policy().name
         keras.mixed_precision.set_global_policy('float32')
+        # Keras' own BatchNormalization, as the tutorial's code gets.
+        plain = cfg.replace(fused_batch_norm=False)
         try:
-            self.generator = models.build_generator(cfg)
-            self.discriminator = models.build_discriminator(cfg)
+            self.generator = models.build_generator(plain)
+            self.discriminator = models.build_discriminator(plain)
         finally:
             keras.mixed_precision.set_global_policy(policy)
         self.g_optimizer = keras.optimizers.Adam(cfg.g_lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2)
@@ -227,7 +229,13 @@ def bench_step(cfg: Config) -> list[dict[str, Any]]:
                 seconds[name] += _timed_windows(lambda step=step, n=n: step.run(n), 1)
         reports = []
         if cfg.bench_baseline:
-            options = {'precision': 'float32', 'jit_compile': False, 'steps_per_call': 1, 'replicas': 1}
+            options = {
+                'precision': 'float32',
+                'jit_compile': False,
+                'steps_per_call': 1,
+                'fused_batch_norm': False,
+                'replicas': 1,
+            }
             baseline = _report(
                 cfg, 'baseline', seconds['baseline'], warmups['baseline'], cfg.bench_steps, options
             )
@@ -237,6 +245,7 @@ def bench_step(cfg: Config) -> list[dict[str, Any]]:
             'precision': trainer.generator.dtype_policy.name,
             'jit_compile': trainer.use_jit,
             'steps_per_call': cfg.steps_per_call,
+            'fused_batch_norm': cfg.fused_batch_norm,
             'strategy': type(trainer.strategy).__name__,
             'replicas': trainer.num_replicas,
             'device_kind': distribute.device_kind(),

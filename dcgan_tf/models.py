@@ -14,6 +14,7 @@ import keras
 from keras import layers
 
 from dcgan_tf.config import Config
+from dcgan_tf.fused_bn import FusedBatchNormalization
 
 KERNEL_SIZE = 5  # The paper's released code and the TF tutorial use 5x5 kernels.
 
@@ -24,10 +25,15 @@ def _weights_init(seed: int) -> keras.initializers.Initializer:
     return keras.initializers.RandomNormal(0.0, 0.02, seed=seed)
 
 
+def _batch_norm_class(cfg: Config) -> type[layers.BatchNormalization]:
+    # Same variables and maths; the fused kernel made the CPU train step 1.7x-3x faster (fused_bn.py).
+    return FusedBatchNormalization if cfg.fused_batch_norm else layers.BatchNormalization
+
+
 def _batch_norm(cfg: Config, seed: int, name: str) -> layers.Layer:
     # gamma ~ N(1, 0.02) as in the paper's reference code; synchronized=True makes the statistics
     # global under a multi-replica strategy instead of per replica.
-    return layers.BatchNormalization(
+    return _batch_norm_class(cfg)(
         gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02, seed=seed),
         synchronized=cfg.sync_bn,
         name=name,
@@ -134,7 +140,7 @@ def _tutorial_generator(cfg: Config) -> keras.Sequential:
         [
             keras.Input(shape=(cfg.z_dim,), name='z'),
             layers.Dense(7 * 7 * 256, use_bias=False, kernel_initializer=init(seed), name='project'),
-            layers.BatchNormalization(name='project_bn'),
+            _batch_norm_class(cfg)(name='project_bn'),
             layers.LeakyReLU(name='project_lrelu'),
             layers.Reshape((7, 7, 256), name='reshape'),
             layers.Conv2DTranspose(
@@ -146,7 +152,7 @@ def _tutorial_generator(cfg: Config) -> keras.Sequential:
                 kernel_initializer=init(seed + 1),
                 name='deconv1',
             ),
-            layers.BatchNormalization(name='deconv1_bn'),
+            _batch_norm_class(cfg)(name='deconv1_bn'),
             layers.LeakyReLU(name='deconv1_lrelu'),
             layers.Conv2DTranspose(
                 64,
@@ -157,7 +163,7 @@ def _tutorial_generator(cfg: Config) -> keras.Sequential:
                 kernel_initializer=init(seed + 2),
                 name='deconv2',
             ),
-            layers.BatchNormalization(name='deconv2_bn'),
+            _batch_norm_class(cfg)(name='deconv2_bn'),
             layers.LeakyReLU(name='deconv2_lrelu'),
             layers.Conv2DTranspose(
                 1,
