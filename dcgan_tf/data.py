@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from dcgan_tf import image_headers
 from dcgan_tf.config import Config, parse_crop
 
 ASSETS_DIR = os.path.join(os.path.dirname(__file__), 'assets')
@@ -265,6 +266,8 @@ def decode_and_fit(raw: tf.Tensor, crop: str, resolution: int, channels: int) ->
     TF 2.21's decode_image reads WebP (LSUN's LMDB format) but converts channels only for some
     formats, so it decodes as stored and `to_channels` converts. Raises on bytes that are no image.
     """
+    # An enormous image (e.g. 20000x20000) fails here, from its header, before it can fill memory.
+    raw = image_headers.guard_size(raw)
     # expand_animations=False: the first frame of a GIF, so every file gives one 3-D image.
     image = tf.io.decode_image(raw, channels=0, expand_animations=False)
     image.set_shape([None, None, None])
@@ -611,6 +614,11 @@ def decode_counted(cfg: Config, source: Source, raw: tf.data.Dataset) -> tf.data
     return ds.scan(tf.constant(-1, tf.int64), lambda last, el: (el[0], (el[1], el[0] - last - 1)))
 
 
+def _drop_label(raw: tf.Tensor, label: tf.Tensor) -> tf.Tensor:
+    del label
+    return raw
+
+
 def _count_and_scale(counter: SkipCounter, images: tf.Tensor, gaps: tf.Tensor) -> tf.Tensor:
     skipped = tf.reduce_sum(gaps)
 
@@ -684,7 +692,7 @@ def make_dataset(
         ds = keys.batch(per_replica_batch, drop_remainder=True)
         ds = ds.map(lambda s: to_unit_range(parse_prepared(s, res, ch)[0]), num_parallel_calls=AUTOTUNE)
     else:
-        raw = keys.map(lambda r, _: r) if kind == 'stream' else _raw_records(source, keys)
+        raw = keys.map(_drop_label) if kind == 'stream' else _raw_records(source, keys)
         ds = decode_counted(cfg, source, raw).batch(per_replica_batch, drop_remainder=True)
         ds = ds.map(lambda x, gaps: _count_and_scale(source.skipped, x, gaps), num_parallel_calls=AUTOTUNE)
     options = tf.data.Options()

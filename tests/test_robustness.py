@@ -1,18 +1,23 @@
 """Nothing lost: NaN/Inf stops or rolls back, signals stop gracefully, mode collapse is flagged."""
 
 import hashlib
+import io
 import logging
 import os
+import resource
 import signal
+import struct
 import subprocess
 import sys
+import time
+import zlib
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import REPO_ROOT, tiny_config
 
-from dcgan_tf import safety, train
+from dcgan_tf import data, image_headers, safety, train
 
 # --- helpers ---
 
@@ -312,3 +317,83 @@ def test_full_disk_and_read_only_workdir_are_one_sentence(small_disk):
     assert '\n' not in message
     # Not every error is mistaken for a disk problem.
     assert safety.io_error_message(ValueError('shapes do not match'), 'w') is None
+
+
+# --- hostile input files ---
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack('>I', len(payload)) + kind + payload + struct.pack('>I', zlib.crc32(kind + payload))
+
+
+def _enormous_png(side: int = 20000) -> bytes:
+    """A valid side x side grayscale PNG: ~0.4 MB on disk, side**2 bytes once decoded."""
+    deflate = zlib.compressobj(1)
+    rows = b''.join(deflate.compress(b'\0' * (side + 1) * 500) for _ in range(side // 500)) + deflate.flush()
+    header = struct.pack('>IIBBBBB', side, side, 8, 0, 0, 0, 0)
+    return (
+        b'\x89PNG\r\n\x1a\n'
+        + _png_chunk(b'IHDR', header)
+        + _png_chunk(b'IDAT', rows)
+        + _png_chunk(b'IEND', b'')
+    )
+
+
+def _hostile_folder(folder) -> tuple[int, int]:
+    """Good, convertible and hostile files; returns (decodable, undecodable) counts."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (24, 30, 3), dtype=np.uint8)).save(folder / f'good{i}.png')
+    photo = Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    # Converted, not skipped: a palette PNG, a 16-bit PNG, a CMYK JPEG, an animated GIF (first frame).
+    photo.convert('P').save(folder / 'palette.png')
+    Image.fromarray(rng.integers(0, 65536, (40, 40), dtype=np.uint16)).save(folder / 'sixteen_bit.png')
+    photo.convert('CMYK').save(folder / 'cmyk.jpg')
+    frames = [photo, photo.rotate(90)]
+    frames[0].save(folder / 'animated.gif', save_all=True, append_images=frames[1:], duration=100, loop=0)
+    # Skipped and counted.
+    (folder / 'zero_bytes.png').write_bytes(b'')
+    (folder / 'not_an_image.jpg').write_text('a text file with an image extension')
+    (folder / 'corrupt.png').write_bytes(b'\x89PNG\r\n\x1a\n' + rng.integers(0, 256, 500, np.uint8).tobytes())
+    jpeg = io.BytesIO()
+    photo.save(jpeg, format='JPEG')
+    (folder / 'truncated.jpg').write_bytes(jpeg.getvalue()[:200])
+    (folder / 'enormous.png').write_bytes(_enormous_png())
+    (folder / 'readme.txt').write_text('not listed: no image extension')
+    # data.py counts a skip when the next good image arrives: in a single pass (no repeat), skips after
+    # the last good file would go uncounted, so a good file comes last in the (sorted) order.
+    Image.fromarray(rng.integers(0, 256, (24, 30, 3), dtype=np.uint8)).save(folder / 'zz_last_good.png')
+    return 13, 5
+
+
+def test_enormous_image_is_refused_from_its_header():
+    raw = tf.constant(_enormous_png())
+    assert int(image_headers.header_pixels(raw)) == 20000 * 20000
+    started = time.monotonic()
+    with pytest.raises(tf.errors.InvalidArgumentError, match='larger than'):
+        data.decode_and_fit(raw, 'center', 16, 3)
+    assert time.monotonic() - started < 5  # Refused, not decoded (which allocates 1.2 GB first).
+
+
+def test_hostile_folder_trains_and_counts_what_it_skips(tmp_path, caplog):
+    folder = tmp_path / 'images'
+    good, bad = _hostile_folder(folder)
+    cfg = tiny_config(dataset='folder', data_dir=str(folder), channels=3, batch_size=4, train_steps=3)
+    source = data.load_source(cfg)
+    # One pass: every convertible file decodes, every hostile one is skipped and counted.
+    one_pass = data.make_dataset(cfg.replace(batch_size=1), source, repeat=False)
+    images = np.concatenate(list(one_pass.as_numpy_iterator()))
+    assert images.shape == (good, 16, 16, 3)
+    assert np.isfinite(images).all() and images.min() >= -1 and images.max() <= 1
+    assert data.num_skipped(source) == bad
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with caplog.at_level(logging.WARNING):
+        trainer = train.train_and_evaluate(cfg, str(tmp_path / 'run'))
+    assert int(trainer.step) == 3
+    assert 'Skipped' in caplog.text and 'could not be decoded' in caplog.text
+    assert data.num_skipped(trainer.source) >= bad  # The run read the folder at least once.
+    # No 20000x20000 decode happened (it alone would add >= 400 MB to the peak).
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before < 300_000  # KiB
