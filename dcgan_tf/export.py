@@ -139,8 +139,8 @@ class _Export(tf.Module):
         return functions
 
 
-def make_metadata(cfg: Config, step: int, has_ema: bool) -> dict[str, Any]:
-    """The facts a SavedModel user needs, as JSON-able values."""
+def make_metadata(cfg: Config, step: int, has_ema: bool, flags: str | None = None) -> dict[str, Any]:
+    """The facts a SavedModel user needs, as JSON-able values (`flags`: the run's flagfile text)."""
     return {
         'z_dim': cfg.z_dim,
         'z_distribution': Z_DISTRIBUTION,
@@ -150,7 +150,7 @@ def make_metadata(cfg: Config, step: int, has_ema: bool) -> dict[str, Any]:
         'arch': cfg.arch,
         'default_sampler': 'ema' if has_ema else 'raw (no EMA was trained; ema = raw)',
         'ema_decay': cfg.ema_decay if has_ema else 0.0,
-        'flags': to_flagfile(cfg),
+        'flags': flags if flags is not None else to_flagfile(cfg),
     }
 
 
@@ -166,7 +166,7 @@ def _recover_killed_export(path: str) -> None:
         tf.io.gfile.rmtree(tmp)
 
 
-def save(path: str, generator, cfg: Config, step: int, ema_generator=None) -> str:
+def save(path: str, generator, cfg: Config, step: int, ema_generator=None, flags: str | None = None) -> str:
     """Writes the SavedModel to `path` atomically: into a temporary folder, then renamed over the old one.
 
     Args:
@@ -175,11 +175,12 @@ def save(path: str, generator, cfg: Config, step: int, ema_generator=None) -> st
       cfg: the run's Config (its flags are stored in the export).
       step: the training step of these weights.
       ema_generator: the moving-average generator; None exports the raw one as the default too.
+      flags: the run's flagfile text to record (default: `cfg` written as one).
 
     Returns:
       `path`.
     """
-    metadata = make_metadata(cfg, step, ema_generator is not None)
+    metadata = make_metadata(cfg, step, ema_generator is not None, flags)
     module = _Export(ema_generator if ema_generator is not None else generator, generator, metadata)
     parent = os.path.dirname(path.rstrip('/')) or '.'
     tf.io.gfile.makedirs(parent)
@@ -317,4 +318,7 @@ def restore_generators(workdir: str, cfg: Config | None = None):
 def export_from_checkpoint(workdir: str, path: str | None = None) -> str:
     """`--mode=export`: the latest checkpoint of the run in `workdir` -> `<workdir>/saved_model`."""
     cfg, generator, ema_generator, step = restore_generators(workdir)
-    return save(path or os.path.join(workdir, EXPORT_DIR), generator, cfg, step, ema_generator)
+    # The run's own config.cfg, not the Config rebuilt from it (which fills in today's defaults).
+    with tf.io.gfile.GFile(os.path.join(workdir, 'config.cfg')) as f:
+        flags = f.read()
+    return save(path or os.path.join(workdir, EXPORT_DIR), generator, cfg, step, ema_generator, flags)

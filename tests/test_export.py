@@ -176,6 +176,8 @@ def test_export_from_checkpoint_matches_trainer(run, tmp_path):
     loaded = export.load(path)
     z = _z(3, seed=5)
     assert loaded.metadata['step'] == 3
+    with open(os.path.join(workdir, 'config.cfg')) as f:
+        assert loaded.metadata['flags'] == f.read()
     assert np.abs(loaded.generate(z).astype(int) - _in_process(trainer.ema_generator, z)).max() <= 1
     with pytest.raises(ConfigError, match='no checkpoint'):
         os.makedirs(tmp_path / 'empty_run')
