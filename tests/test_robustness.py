@@ -397,3 +397,32 @@ def test_hostile_folder_trains_and_counts_what_it_skips(tmp_path, caplog):
     assert data.num_skipped(trainer.source) >= bad  # The run read the folder at least once.
     # No 20000x20000 decode happened (it alone would add >= 400 MB to the peak).
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before < 300_000  # KiB
+
+
+# --- serving safety ---
+
+
+def test_exported_signatures_refuse_bad_input_and_never_return_nan_images(tmp_path):
+    cfg = tiny_config(train_steps=2, sample_every=100, collapse_threshold=0, export_at_end=True)
+    train.train_and_evaluate(cfg, str(tmp_path))
+    # The plain SavedModel, as a serving system sees it (no dcgan_tf loader in between).
+    signatures = tf.saved_model.load(str(tmp_path / 'saved_model')).signatures
+    serve, sample = signatures['serving_default'], signatures['sample']
+    good = serve(z=tf.zeros([2, cfg.z_dim]))['images']
+    assert good.dtype == tf.uint8 and good.shape == (2, 16, 16, 1)
+    refused = (ValueError, TypeError, tf.errors.InvalidArgumentError)
+    for z in (tf.zeros([2, cfg.z_dim + 1]), tf.zeros([cfg.z_dim]), tf.zeros([2, cfg.z_dim], tf.float64)):
+        with pytest.raises(refused):
+            serve(z=z)
+    with pytest.raises(refused):
+        serve(z=tf.zeros([2, cfg.z_dim], tf.int32))
+    with pytest.raises(refused):
+        sample(num=tf.constant(4, tf.int64), seed=tf.constant(0, tf.int64))  # num is int32
+    for num in (0, -1, 2**31 - 1):
+        with pytest.raises(tf.errors.InvalidArgumentError, match='num must be'):
+            sample(num=tf.constant(num), seed=tf.constant(0, tf.int64))
+    # A NaN z gives NaN pixels: refused, never handed back as black uint8 images.
+    z = np.zeros([2, cfg.z_dim], np.float32)
+    z[1, 3] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match='NaN or Inf'):
+        serve(z=tf.constant(z))
