@@ -1,4 +1,5 @@
-"""Nothing lost: graceful stop on SIGINT/SIGTERM, the NaN/Inf check, and the mode-collapse measure.
+"""Nothing lost: graceful stop on SIGINT/SIGTERM, the NaN/Inf check, the mode-collapse measure, and
+one-sentence messages for a full disk or an unwritable workdir.
 
 Pure helpers the training loop calls between `tf.function` calls; no TensorFlow needed, so they are
 cheap to test and never run inside the step.
@@ -29,8 +30,10 @@ class GracefulStop:
     checkpoint and returns normally. The handler then puts the default action back, so a second signal
     ends the process at once, even in the middle of a long call.
 
-    Use as a context manager around the loop; outside the main thread (where Python cannot install
-    handlers) it does nothing.
+    Use as a context manager, or `install()` before the loop and `uninstall()` after it; outside the
+    main thread (where Python cannot install handlers) it does nothing. Each process decides alone:
+    with --strategy=multi_worker every worker must receive the signal (as on preemption of the whole
+    job), or the others wait in their next collective.
     """
 
     def __init__(self) -> None:
