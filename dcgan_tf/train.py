@@ -80,6 +80,12 @@ def _seed_states(*models_: keras.Model) -> list[tf.Variable]:
     return [v.value for m in models_ for v in m.variables if 'seed_generator_state' in v.path]
 
 
+def _lacks_ema(checkpoint_dir: str) -> bool:
+    latest = tf.train.latest_checkpoint(checkpoint_dir)
+    names = [name for name, _ in tf.train.list_variables(latest)] if latest else []
+    return bool(latest) and not any(name.startswith('ema_generator/') for name in names)
+
+
 def _build_ema_generator(cfg: Config, generator: keras.Model) -> keras.Model:
     ema_generator = models.build_generator(cfg)
     ema_generator.set_weights(generator.get_weights())  # The average starts at the initial weights.
@@ -164,7 +170,9 @@ class Trainer:
             # checkpoint; without it a resumed run would drop other units than an unbroken one.
             layer_seeds=_seed_states(self.generator, self.discriminator),
         )
-        if self.ema_generator is not None:
+        # A run checkpointed before the EMA existed resumes too: its average starts at the restored weights.
+        ema_later = self.ema_generator is not None and _lacks_ema(os.path.join(workdir, 'checkpoints'))
+        if self.ema_generator is not None and not ema_later:
             self.checkpoint.ema_generator = self.ema_generator
         self.is_chief = distribute.is_chief(self.strategy)
         # Every task restores from the chief's checkpoints (a shared workdir, e.g. gs://); the others
@@ -177,6 +185,9 @@ class Trainer:
             self.checkpoint, checkpoint_dir, max_to_keep=cfg.keep_checkpoints, step_counter=self.step
         )
         self.restored_from = self.restore()
+        if ema_later:
+            self.ema_generator.set_weights(self.generator.get_weights())
+            self.checkpoint.ema_generator = self.ema_generator
         self.use_jit = _use_jit(cfg, self.strategy)
         self._replica_step_fn = (
             self._replica_step
