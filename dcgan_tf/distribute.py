@@ -1,8 +1,14 @@
-"""Picks the tf.distribute strategy every training run goes through."""
+"""Picks the tf.distribute strategy every training run goes through, and who in a job is the chief.
+
+`auto` resolves to a TPU when one is named, `multi_worker` when TF_CONFIG describes a cluster of several
+tasks, `mirrored` on a host with several GPUs, and one device otherwise; the choice is logged.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 
 import tensorflow as tf
 from absl import logging
@@ -10,12 +16,24 @@ from absl import logging
 from dcgan_tf.config import Config
 
 
-def choose_strategy_name(requested: str, num_gpus: int, tpu_address: str) -> str:
-    """Resolves `auto`: a TPU when one is named, several GPUs mirrored, else one device."""
+def cluster_size(tf_config: str | None = None) -> int:
+    """Tasks (chief + workers) in the TF_CONFIG cluster; 1 when there is none (or only evaluators)."""
+    text = os.environ.get('TF_CONFIG', '') if tf_config is None else tf_config
+    if not text.strip():
+        return 1
+    cluster = json.loads(text).get('cluster', {})
+    return max(1, sum(len(cluster.get(kind, [])) for kind in ('chief', 'worker')))
+
+
+def choose_strategy_name(requested: str, num_gpus: int, tpu_address: str, num_workers: int = 1) -> str:
+    """Resolves `auto`: a named TPU, a TF_CONFIG cluster, several GPUs mirrored, else one device."""
     if requested != 'auto':
         return requested
     if tpu_address:
         return 'tpu'
+    if num_workers > 1:
+        # Without this, every host of a cluster would silently train its own model.
+        return 'multi_worker'
     return 'mirrored' if num_gpus > 1 else 'one_device'
 
 
@@ -25,22 +43,30 @@ def _tpu_address(cfg: Config) -> str:
     return cfg.tpu or os.environ.get('TPU_NAME', '') or os.environ.get('COLAB_TPU_ADDR', '')
 
 
-def _device_list(cfg: Config) -> list[str]:
-    return [d.strip() for d in cfg.devices.split(',') if d.strip()]
+def device_list(devices: str) -> list[str]:
+    """'GPU:0, gpu:1' -> ['/device:GPU:0', '/device:GPU:1'] (TensorFlow's canonical names)."""
+    return [tf.DeviceSpec.from_string(d.strip()).to_string() for d in devices.split(',') if d.strip()]
+
+
+def _create_tpu_strategy(address: str) -> tf.distribute.TPUStrategy:
+    # The standard three steps: find the TPU (a name, a grpc:// address or 'local' on a TPU VM),
+    # connect this host's runtime to it, and initialise it (which wipes its memory) once per program.
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=address or None)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
 
 
 def create_strategy(cfg: Config) -> tf.distribute.Strategy:
-    """The strategy named by --strategy (auto by default), logged with its devices."""
+    """The strategy named by --strategy (auto by default), logged with its replicas and devices."""
     gpus = tf.config.list_physical_devices('GPU')
-    name = choose_strategy_name(cfg.strategy, len(gpus), _tpu_address(cfg))
-    devices = _device_list(cfg)
+    name = choose_strategy_name(cfg.strategy, len(gpus), _tpu_address(cfg), cluster_size())
+    devices = device_list(cfg.devices)
     if name == 'tpu':
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=_tpu_address(cfg) or None)
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        strategy = tf.distribute.TPUStrategy(resolver)
+        strategy = _create_tpu_strategy(_tpu_address(cfg))
     elif name == 'multi_worker':
-        # Cluster layout comes from TF_CONFIG, as on Kubernetes / Vertex AI.
+        # The cluster comes from TF_CONFIG (set by Kubernetes operators, Vertex AI, or by hand);
+        # each worker uses all its local GPUs (or its CPU), gradients are all-reduced across hosts.
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     elif name == 'mirrored':
         strategy = tf.distribute.MirroredStrategy(devices or None)
@@ -50,24 +76,49 @@ def create_strategy(cfg: Config) -> tf.distribute.Strategy:
     else:
         strategy = tf.distribute.get_strategy()
     logging.info(
-        'Strategy: %s (%s requested), %d replica(s)%s.',
+        'Strategy: %s (--strategy=%s), %d replica(s) in sync, local devices %s.',
         type(strategy).__name__,
         cfg.strategy,
         strategy.num_replicas_in_sync,
-        f' on {", ".join(devices)}' if devices else '',
+        ', '.join(_local_devices(strategy)),
     )
     return strategy
 
 
+def _local_devices(strategy: tf.distribute.Strategy) -> list[str]:
+    try:
+        return list(strategy.extended.worker_devices)
+    except RuntimeError:  # The default strategy places ops wherever TensorFlow would.
+        return ['(TensorFlow default placement)']
+
+
+def task_id(strategy: tf.distribute.Strategy) -> int:
+    """This task's index in its job (0 outside a cluster)."""
+    resolver = getattr(strategy, 'cluster_resolver', None)
+    return int(getattr(resolver, 'task_id', None) or 0)
+
+
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
-    """Only the chief writes checkpoints, summaries and samples in a multi-worker job."""
+    """Only the chief writes checkpoints, summaries and samples in a multi-worker job.
+
+    The chief is the `chief` task when the cluster has one, else worker 0 (TensorFlow's convention).
+    """
     resolver = getattr(strategy, 'cluster_resolver', None)
     if resolver is None or not resolver.cluster_spec().as_dict():
         return True
-    task_type, task_id = resolver.task_type, resolver.task_id
+    task_type, task_index = resolver.task_type, resolver.task_id
     return task_type in (None, 'chief') or (
-        task_type == 'worker' and task_id == 0 and 'chief' not in resolver.cluster_spec().as_dict()
+        task_type == 'worker' and task_index == 0 and 'chief' not in resolver.cluster_spec().as_dict()
     )
+
+
+def worker_scratch_dir(strategy: tf.distribute.Strategy) -> str:
+    """A fresh local folder for a non-chief task's checkpoint copies (deleted at the end of training).
+
+    Under MultiWorkerMirroredStrategy every task must take part in saving (reading mirrored variables
+    is collective), but only the chief's copy belongs in the workdir: the others go here.
+    """
+    return tempfile.mkdtemp(prefix=f'dcgan_tf_worker{task_id(strategy)}_')
 
 
 def device_kind() -> str:
