@@ -315,7 +315,6 @@ def validate(cfg: Config) -> Config:
     _validate_robustness(cfg)
     _validate_bench(cfg)
     _validate_distribution(cfg)
-    _validate_distribution(cfg)
     _validate_evaluation(cfg)
     _validate_data_sets(cfg)
     return cfg
@@ -369,31 +368,6 @@ def _validate_evaluation(cfg: Config) -> None:
             cfg.dataset in ('mnist', 'fashion_mnist'),
             f'--mode=train_classifier needs --dataset=mnist or fashion_mnist, not {cfg.dataset}.',
         )
-
-
-# 'GPU:0', '/gpu:1', '/device:CPU:0', '/job:worker/replica:0/task:1/device:GPU:0'.
-_DEVICE_RE = re.compile(r'^(/job:\w+(/replica:\d+)?(/task:\d+)?)?/?(device:)?(cpu|gpu|tpu):\d+$', re.I)
-
-
-def _validate_distribution(cfg: Config) -> None:
-    devices = [d.strip() for d in cfg.devices.split(',') if d.strip()]
-    for device in devices:
-        _require(
-            bool(_DEVICE_RE.match(device)),
-            f'--devices={cfg.devices} has {device!r}, which is not a device name like GPU:0 or CPU:0.',
-        )
-    _require(
-        not devices or cfg.strategy in ('one_device', 'mirrored', 'auto'),
-        f'--devices only applies to --strategy=one_device or mirrored, not {cfg.strategy}.',
-    )
-    _require(
-        cfg.strategy != 'one_device' or len(devices) <= 1,
-        f'--strategy=one_device takes one device, not {cfg.devices}; use --strategy=mirrored for several.',
-    )
-    _require(
-        not cfg.tpu or cfg.strategy in ('tpu', 'auto'),
-        f'--tpu={cfg.tpu} only applies to --strategy=tpu (or auto), not {cfg.strategy}.',
-    )
 
 
 # 'GPU:0', '/gpu:1', '/device:CPU:0', '/job:worker/replica:0/task:1/device:GPU:0'.

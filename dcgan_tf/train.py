@@ -99,18 +99,6 @@ def _average_moving_statistics(context: tf.distribute.ReplicaContext, *models_: 
     workers of a multi-worker job) drift apart, and a checkpoint or export keeps only replica 0's.
     """
     stats = [v.value for m in models_ for v in m.non_trainable_variables if 'moving_' in v.path]
-    if stats:
-        for var, mean in zip(stats, context.all_reduce(tf.distribute.ReduceOp.MEAN, stats), strict=True):
-            var.assign(mean)
-
-
-def _average_moving_statistics(context: tf.distribute.ReplicaContext, *models_: keras.Model) -> None:
-    """Per-replica BatchNorm: makes every replica's moving mean/variance their mean over replicas.
-
-    Each replica updates its own copy from its slice of the batch; left alone the copies (and the
-    workers of a multi-worker job) drift apart, and a checkpoint or export keeps only replica 0's.
-    """
-    stats = [v.value for m in models_ for v in m.non_trainable_variables if 'moving_' in v.path]
     local = []
     for var in stats:
         # Placed explicitly: the all-reduce sends each value back to its tensor's device, and a
@@ -161,11 +149,6 @@ class Trainer:
             cfg.epochs, self.source.num_examples, cfg.batch_size
         )
 
-        # Its own step counter: two optimizers, so neither's `iterations` is "the" step. A plain
-        # host variable outside the strategy's scope (only updated in cross-replica context), so
-        # int(step) works under every strategy and its checkpoint is the same under all of them.
-        with tf.device('/cpu:0'):
-            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
         # Its own step counter: two optimizers, so neither's `iterations` is "the" step. A plain
         # host variable outside the strategy's scope (only updated in cross-replica context), so
         # int(step) works under every strategy and its checkpoint is the same under all of them.
