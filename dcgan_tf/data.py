@@ -615,11 +615,13 @@ def decode_counted(cfg: Config, source: Source, raw: tf.data.Dataset) -> tf.data
 
 
 def _drop_label(raw: tf.Tensor, label: tf.Tensor) -> tf.Tensor:
+    """Training needs images only; labels ride along in streams for --mode=prepare."""
     del label
     return raw
 
 
 def _count_and_scale(counter: SkipCounter, images: tf.Tensor, gaps: tf.Tensor) -> tf.Tensor:
+    """Adds a batch's skipped images to `counter` (one Python call, only when there are some); scales."""
     skipped = tf.reduce_sum(gaps)
 
     def record() -> tf.Tensor:
