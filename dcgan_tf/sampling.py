@@ -7,6 +7,7 @@ generator from a checkpoint (importing the model builders inside the function).
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Any
 
@@ -33,8 +34,6 @@ def _beside(path: str, suffix: str) -> str:
 
 
 def _save_npy(path: str, array: np.ndarray) -> None:
-    import io
-
     buffer = io.BytesIO()
     np.save(buffer, array)
     images.write_file(path, buffer.getvalue())
