@@ -23,7 +23,10 @@ from dcgan_tf import data, image_headers, safety, train
 
 
 def _poison_at(monkeypatch, at_step: int, times: int = 1_000_000) -> list[int]:
-    """Makes G's first kernel NaN before the call that starts at `at_step` (a real NaN loss).
+    """Makes D's last variable (the logit's bias) NaN before the call that starts at `at_step`.
+
+    The logit feeds the losses directly, so they become NaN through the real step (a NaN deeper in a
+    network can be flattened by a ReLU on some kernels).
 
     Returns a list that records the steps at which it struck.
     """
@@ -33,8 +36,8 @@ def _poison_at(monkeypatch, at_step: int, times: int = 1_000_000) -> list[int]:
     def train_steps(self, num_steps):
         if int(self.step) == at_step and len(struck) < times:
             struck.append(at_step)
-            kernel = self.generator.trainable_variables[0]
-            kernel.assign(tf.fill(kernel.shape, float('nan')))
+            variable = self.discriminator.trainable_variables[-1]
+            variable.assign(tf.fill(variable.shape, float('nan')))
         return original(self, num_steps)
 
     monkeypatch.setattr(train.Trainer, 'train_steps', train_steps)
@@ -243,7 +246,7 @@ def test_cli_nan_exits_1_with_one_sentence(tmp_path):
         'original = train.Trainer.train_steps\n'
         'def train_steps(self, n):\n'
         '    if int(self.step) == 3:\n'
-        '        v = self.generator.trainable_variables[0]\n'
+        '        v = self.discriminator.trainable_variables[-1]\n'
         '        v.assign(tf.fill(v.shape, float("inf")))\n'
         '    return original(self, n)\n'
         'train.Trainer.train_steps = train_steps\n'
