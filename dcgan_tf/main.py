@@ -158,6 +158,12 @@ def _check_workdir_writable(cfg: config_lib.Config) -> None:
     if cfg.overwrite and os.path.isdir(cfg.workdir):
         import shutil
 
+        # Only a run folder (or an empty one) is deleted: `--workdir=. --overwrite` must not wipe a project.
+        if os.listdir(cfg.workdir) and not os.path.isfile(os.path.join(cfg.workdir, 'config.cfg')):
+            _fail(
+                f'--overwrite refuses to delete --workdir={cfg.workdir}: it holds files but no config.cfg, '
+                f'so it is not a dcgan_tf run folder.'
+            )
         shutil.rmtree(cfg.workdir)
     try:
         os.makedirs(cfg.workdir, exist_ok=True)

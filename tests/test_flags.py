@@ -150,3 +150,18 @@ def test_a_real_process_fails_fast_the_same_way(args, mentions):
     _assert_one_sentence_exit_2(result.returncode, result.stderr, mentions)
     assert 'tensorflow' not in result.stderr.lower()
     assert time.monotonic() - started < 30  # Importing TensorFlow alone takes longer than that here.
+
+
+def test_overwrite_deletes_only_a_run_folder(tmp_path):
+    project = tmp_path / 'project'
+    project.mkdir()
+    (project / 'precious.txt').write_text('not a run')
+    with pytest.raises(SystemExit) as error:
+        main_lib._check_workdir_writable(Config(workdir=str(project), overwrite=True, train_steps=1))
+    assert error.value.code == 2 and (project / 'precious.txt').exists()
+    run = tmp_path / 'run'
+    run.mkdir()
+    (run / 'config.cfg').write_text('--resolution=16\n')
+    (run / 'metrics.jsonl').write_text('{}\n')
+    main_lib._check_workdir_writable(Config(workdir=str(run), overwrite=True, train_steps=1))
+    assert os.listdir(run) == []  # Started afresh: deleted and made again, empty.
