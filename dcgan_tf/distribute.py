@@ -13,7 +13,7 @@ import tempfile
 import tensorflow as tf
 from absl import logging
 
-from dcgan_tf.config import Config
+from dcgan_tf.config import Config, ConfigError
 
 
 def cluster_size(tf_config: str | None = None) -> int:
@@ -48,6 +48,18 @@ def device_list(devices: str) -> list[str]:
     return [tf.DeviceSpec.from_string(d.strip()).to_string() for d in devices.split(',') if d.strip()]
 
 
+def _check_local_devices(devices: list[str]) -> None:
+    """A named device this host lacks fails here in one sentence rather than deep in TensorFlow."""
+    present = {d.name for d in tf.config.list_logical_devices()}
+    for device in devices:
+        spec = tf.DeviceSpec.from_string(device)
+        if spec.job is None and f'/device:{spec.device_type}:{spec.device_index}' not in present:
+            raise ConfigError(
+                f'--devices names {device}, which this machine does not have (it has '
+                f'{", ".join(sorted(present))}).'
+            )
+
+
 def _create_tpu_strategy(address: str) -> tf.distribute.TPUStrategy:
     # The standard three steps: find the TPU (a name, a grpc:// address or 'local' on a TPU VM),
     # connect this host's runtime to it, and initialise it (which wipes its memory) once per program.
@@ -62,6 +74,8 @@ def create_strategy(cfg: Config) -> tf.distribute.Strategy:
     gpus = tf.config.list_physical_devices('GPU')
     name = choose_strategy_name(cfg.strategy, len(gpus), _tpu_address(cfg), cluster_size())
     devices = device_list(cfg.devices)
+    if name in ('mirrored', 'one_device'):
+        _check_local_devices(devices)
     if name == 'tpu':
         strategy = _create_tpu_strategy(_tpu_address(cfg))
     elif name == 'multi_worker':

@@ -137,6 +137,11 @@ def test_single_device_strategies():
     assert default is tf.distribute.get_strategy() and default.num_replicas_in_sync == 1
 
 
+def test_a_device_this_host_lacks_is_one_sentence():
+    with pytest.raises(config_lib.ConfigError, match='--devices names /device:GPU:3, which this machine'):
+        distribute.create_strategy(tiny_config(strategy='mirrored', devices='CPU:0,GPU:3'))
+
+
 def test_xla_with_several_replicas_is_refused_not_crashed(tmp_path, two_replicas):
     # Under MirroredStrategy an XLA step reads another replica's variables and dies mid-run.
     with pytest.raises(config_lib.ConfigError, match='--jit_compile=true does not work with 2 replicas'):
