@@ -28,7 +28,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--out_dir', default='runs/classifiers')
     parser.add_argument('--datasets', default='mnist,fashion_mnist')
-    parser.add_argument('--epochs', type=int, default=8)
+    parser.add_argument('--epochs', type=int, default=12)
     args = parser.parse_args()
     failed = False
     for name in args.datasets.split(','):

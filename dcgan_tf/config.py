@@ -197,7 +197,7 @@ class Config:
     classifier_path: str = _field(
         '', 'Classifier .keras file (feature nets mnist/fashion_mnist; where train_classifier saves it).'
     )
-    classifier_epochs: int = _field(8, 'Training epochs of --mode=train_classifier.')
+    classifier_epochs: int = _field(12, 'Training epochs of --mode=train_classifier.')
     classifier_train_examples: int = _field(0, 'Train on only the first N examples (0: all; for tests).')
     eval_source: str = _field(
         'generator',

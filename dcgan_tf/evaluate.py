@@ -164,7 +164,8 @@ class ProbabilityMoments:
         return float(np.exp(_entropy(marginal) - self.entropy_total / self.count))
 
     def coverage(self) -> float:
-        return float(_entropy(self.histogram / self.count) / np.log(len(self.histogram)))
+        # + 0.0 turns the -0.0 of a one-class histogram into 0.0.
+        return float(_entropy(self.histogram / self.count) / np.log(len(self.histogram))) + 0.0
 
 
 class Reservoir:
@@ -302,7 +303,7 @@ def inception_net(weights: str = 'imagenet') -> FeatureNet:
 
 
 def classifier_net(name: str, path: str) -> FeatureNet:
-    """The project's MNIST / Fashion-MNIST classifier: 128-d penultimate features and its softmax."""
+    """The project's MNIST / Fashion-MNIST classifier: 256-d penultimate features and its softmax."""
     import tensorflow as tf  # noqa: PLC0415
 
     from dcgan_tf import classifier  # noqa: PLC0415

@@ -14,7 +14,7 @@ from tests.conftest import SHARED_MNIST
 def test_classifier_shapes_and_named_layers():
     model = classifier.build_classifier()
     assert model.output_shape == (None, 10)
-    assert model.get_layer(classifier.FEATURES_LAYER).output.shape == (None, 128)
+    assert model.get_layer(classifier.FEATURES_LAYER).output.shape == (None, 256)
 
 
 def test_to_classifier_input_resizes_and_greys():
@@ -41,13 +41,13 @@ def test_brief_training_on_real_mnist_learns_and_saves(tmp_path):
     assert os.path.isfile(result['path'])
     with open(os.path.splitext(result['path'])[0] + '.json') as f:
         assert json.load(f)['test_accuracy'] == result['test_accuracy']
-    # The saved model is a feature net: 128-d features, probabilities summing to 1.
+    # The saved model is a feature net: 256-d features, probabilities summing to 1.
     net = evaluate.classifier_net('mnist', result['path'])
     from dcgan_tf import data
 
     images, labels = data.load_idx_split(SHARED_MNIST, 'test')
     features, probabilities = net(images[:64].astype(np.float32) / 127.5 - 1.0)
-    assert features.shape == (64, 128)
+    assert features.shape == (64, 256)
     np.testing.assert_allclose(probabilities.sum(1), 1.0, rtol=1e-5)
     assert (probabilities.argmax(1) == labels[:64]).mean() > 0.8
 
