@@ -46,13 +46,20 @@ def _torch(torch_python: str, model: str, batch: int, extra: list[str]) -> dict:
 
 def measure(name: str, flagfile: str, torch_model: str, batch: int, args) -> list[dict]:
     """Rows for one model; every ratio is a median over rounds of ratios taken side by side."""
-    extra = [f'--bench_steps={args.steps}', f'--bench_windows={args.windows}']
+    extra = [f'--bench_steps={args.steps}', f'--bench_windows={args.windows}', '--bench_warmup_steps=2']
     runs = {'default': [], 'float32': [], 'torch': []}
     for _ in range(args.rounds):
         runs['default'].append(_bench(flagfile, extra))
         runs['float32'].append(_bench(flagfile, [*extra, '--precision=float32']))
         if args.torch_python:
-            runs['torch'].append(_torch(args.torch_python, torch_model, batch, [f'--windows={args.windows}']))
+            runs['torch'].append(
+                _torch(
+                    args.torch_python,
+                    torch_model,
+                    batch,
+                    [f'--steps={args.steps}', f'--windows={args.windows}', '--warmup_steps=2'],
+                )
+            )
     rows = []
     baselines = [r[0]['images_per_second'] for rs in ('default', 'float32') for r in runs[rs]]
     rows.append(

@@ -7,7 +7,7 @@ import tensorflow as tf
 from conftest import tiny_config
 from test_main import TINY, run_cli
 
-from dcgan_tf import bench
+from dcgan_tf import bench, train
 from dcgan_tf.config import ConfigError, validate
 
 FIELDS = {
@@ -51,9 +51,9 @@ def test_step_and_baseline_reports(capsys):
         assert report['peak_memory_mb'] > 50  # TensorFlow alone takes hundreds of MiB.
         assert report['device'].startswith(('CPU', 'GPU'))
     # The baseline is the straightforward step whatever ours uses.
-    options = ('precision', 'steps_per_call', 'jit_compile')
-    assert [baseline[k] for k in options] == ['float32', 1, False]
-    assert [ours[k] for k in options] == ['float32', 2, False]
+    options = ('precision', 'steps_per_call', 'jit_compile', 'fused_batch_norm')
+    assert [baseline[k] for k in options] == ['float32', 1, False, False]
+    assert [ours[k] for k in options] == ['float32', 2, False, True]
     assert ours['speedup_vs_baseline'] == pytest.approx(
         ours['images_per_second'] / baseline['images_per_second'], rel=1e-2
     )
@@ -95,3 +95,15 @@ def test_cli_prints_one_json_line(tmp_path):
     report = json.loads(line)
     assert FIELDS <= report.keys()
     assert report['batch_size'] == 8 and report['steps_per_window'] == 1
+
+
+def test_auto_precision_follows_the_device():
+    assert train.resolve_precision(tiny_config(precision='mixed_float16')) == 'mixed_float16'
+    with open('/proc/cpuinfo') as f:
+        flags = f.read()
+    bf16_cpu = 'avx512_bf16' in flags or 'amx_bf16' in flags
+    if tf.config.list_physical_devices('GPU'):
+        expected = 'mixed_float16'
+    else:
+        expected = 'mixed_bfloat16' if bf16_cpu else 'float32'
+    assert train.resolve_precision(tiny_config(precision='auto')) == expected
