@@ -10,6 +10,8 @@ The step is the one in github.com/pytorch/examples dcgan/main.py: D on a real ba
 batch, D step; then D on the fake batch again with "real" labels, G step (BCEWithLogits here, as our losses
 take logits). The layers are dcgan_tf's (5x5 kernels, a bias-free projection of z; or the TF tutorial's pair)
 so the comparison is of frameworks and steps, not of architectures. Prints one JSON line like the bench.
+With `--interleave=configs/bench64.cfg` (run from the repo root, PYTHONPATH=., a Python with both torch and
+TensorFlow) it also times dcgan_tf's step in the same process, windows alternating, and adds the ratio.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import json
 import resource
 import statistics
+import sys
 import time
 
 import torch
@@ -103,17 +106,10 @@ def tutorial_pair(z_dim: int = 100):
     return generator, discriminator
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--model', choices=('dcgan64', 'tutorial'), default='dcgan64')
-    parser.add_argument('--batch_size', type=int, default=128)
-    parser.add_argument('--steps', type=int, default=10, help='steps per timed window')
-    parser.add_argument('--windows', type=int, default=5)
-    parser.add_argument('--warmup_steps', type=int, default=3)
-    args = parser.parse_args()
-
+def make_step(model: str, batch: int):
+    """pytorch/examples' training step for `model` at `batch`: a function running n steps."""
     torch.manual_seed(0)
-    if args.model == 'dcgan64':
+    if model == 'dcgan64':
         generator, discriminator = dcgan_pair()
         shape, lr, beta_1 = (3, 64, 64), 2e-4, 0.5
     else:
@@ -121,15 +117,18 @@ def main() -> None:
         shape, lr, beta_1 = (1, 28, 28), 1e-4, 0.9
     generator.apply(_init)
     discriminator.apply(_init)
+    generator.train()
+    discriminator.train()
     opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=(beta_1, 0.999))
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=(beta_1, 0.999))
     criterion = nn.BCEWithLogitsLoss()
-    batch = args.batch_size
     real_data = torch.rand(1024, *shape) * 2 - 1  # In memory, like the TF bench.
     ones, zeros = torch.ones(batch, 1), torch.zeros(batch, 1)
+    counter = [0]
 
-    def step(i: int) -> None:
-        start = (i * batch) % (len(real_data) - batch)
+    def step() -> None:
+        start = (counter[0] * batch) % (len(real_data) - batch)
+        counter[0] += 1
         real = real_data[start : start + batch]
         # (1) D: maximise log D(x) + log(1 - D(G(z))).
         discriminator.zero_grad()
@@ -142,37 +141,76 @@ def main() -> None:
         criterion(discriminator(fake), ones).backward()
         opt_g.step()
 
-    generator.train()
-    discriminator.train()
-    started = time.perf_counter()
-    for i in range(args.warmup_steps):
-        step(i)
-    warmup_s = time.perf_counter() - started
-    rates = []
-    for w in range(args.windows):
-        started = time.perf_counter()
-        for i in range(args.steps):
-            step(w * args.steps + i)
-        rates.append(args.steps * batch / (time.perf_counter() - started))
-    median = statistics.median(rates)
-    print(
-        json.dumps(
-            {
-                'bench': 'torch',
-                'images_per_second': round(median, 2),
-                'ms_per_step': round(1000 * batch / median, 3),
-                'window_images_per_second': [round(r, 2) for r in rates],
-                'model': args.model,
-                'batch_size': batch,
-                'precision': 'float32',
-                'torch': torch.__version__,
-                'threads': torch.get_num_threads(),
-                'warmup_s': round(warmup_s, 2),
-                'peak_memory_mb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            }
-        ),
-        flush=True,
+    def run(n: int) -> None:
+        for _ in range(n):
+            step()
+
+    return run
+
+
+def _tf_step(flagfile: str):
+    """dcgan_tf's step (the Trainer, as --mode=bench runs it) from a flagfile, in this process."""
+    import tempfile
+
+    from absl import flags
+
+    from dcgan_tf import bench
+    from dcgan_tf import main as cli  # Importing it defines the flags.
+
+    flags.FLAGS([sys.argv[0], f'--flagfile={flagfile}'])
+    cfg = cli.build_config()
+    return bench._OurStep(cfg, bench._in_memory_source(cfg), tempfile.mkdtemp())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--model', choices=('dcgan64', 'tutorial'), default='dcgan64')
+    parser.add_argument('--batch_size', type=int, default=128)
+    parser.add_argument('--steps', type=int, default=10, help='steps per timed window')
+    parser.add_argument('--windows', type=int, default=5)
+    parser.add_argument('--warmup_steps', type=int, default=3)
+    parser.add_argument(
+        '--interleave',
+        default='',
+        help="a dcgan_tf flagfile: time its step in windows alternating with torch's",
     )
+    args = parser.parse_args()
+    batch = args.batch_size
+    steps = {'torch': make_step(args.model, batch)}
+    if args.interleave:
+        ours = _tf_step(args.interleave)
+        steps['dcgan_tf'] = ours.run
+    warmups = {}
+    for name, run in steps.items():
+        started = time.perf_counter()
+        run(args.warmup_steps)
+        warmups[name] = time.perf_counter() - started
+    rates = {name: [] for name in steps}
+    for _ in range(args.windows):
+        for name, run in steps.items():
+            started = time.perf_counter()
+            run(args.steps)
+            rates[name].append(args.steps * batch / (time.perf_counter() - started))
+    medians = {name: statistics.median(r) for name, r in rates.items()}
+    for name in steps:
+        report = {
+            'bench': name,
+            'images_per_second': round(medians[name], 2),
+            'ms_per_step': round(1000 * batch / medians[name], 3),
+            'window_images_per_second': [round(r, 2) for r in rates[name]],
+            'model': args.model,
+            'batch_size': batch,
+            'precision': 'float32' if name == 'torch' else ours.trainer.precision,
+            'torch': torch.__version__,
+            'threads': torch.get_num_threads(),
+            'warmup_s': round(warmups[name], 2),
+            'peak_memory_mb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
+        if name == 'dcgan_tf':
+            # Ratio per window pair (measured side by side), then the median.
+            pairs = [o / t for o, t in zip(rates['dcgan_tf'], rates['torch'], strict=True)]
+            report['speedup_vs_torch'] = round(statistics.median(pairs), 3)
+        print(json.dumps(report), flush=True)
 
 
 if __name__ == '__main__':
