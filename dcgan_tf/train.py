@@ -553,6 +553,8 @@ def train_and_evaluate(
             with writer.as_default(step=step):
                 for k, v in logged.items():
                     tf.summary.scalar(f'train/{k}', v)
+                # Undecodable files skipped so far (folder and LMDB sources); 0 for in-memory data.
+                tf.summary.scalar('data/skipped_images', data.num_skipped(trainer.source))
             if trainer.is_chief:
                 _append_metrics(metrics_path, step, logged)
             progress.update(

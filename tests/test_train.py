@@ -114,3 +114,27 @@ def test_refuses_a_workdir_of_another_model(tmp_path):
     train.train_and_evaluate(tiny_config(train_steps=2), str(tmp_path))
     with pytest.raises(train.ConfigError, match='--gf_dim=8 there, 16 now'):
         train.train_and_evaluate(tiny_config(train_steps=2, gf_dim=16), str(tmp_path))
+
+
+def _scalars(event_dir, tag):
+    values = []
+    for name in os.listdir(event_dir):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(event_dir, name)):
+            values += [tf.make_ndarray(v.tensor).item() for v in event.summary.value if v.tag == tag]
+    return values
+
+
+def test_skipped_files_are_counted_in_tensorboard(tmp_path):
+    import imageio.v3 as iio
+
+    folder = tmp_path / 'images'
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        iio.imwrite(folder / f'{i}.png', rng.integers(0, 255, (20, 20), dtype=np.uint8))
+    (folder / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n not really')
+    cfg = tiny_config(dataset='folder', data_dir=str(folder), batch_size=2, train_steps=6, log_every=6,
+                      sample_every=100, checkpoint_every=100)
+    train.train_and_evaluate(cfg, str(tmp_path / 'run'))
+    counts = _scalars(str(tmp_path / 'run' / 'tensorboard' / 'train'), 'data/skipped_images')
+    assert counts and counts[-1] >= 1
