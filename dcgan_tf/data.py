@@ -27,7 +27,7 @@ import tensorflow as tf
 from absl import logging
 
 from dcgan_tf import image_headers
-from dcgan_tf.config import Config, parse_crop
+from dcgan_tf.config import Config, ConfigError, parse_crop
 
 ASSETS_DIR = os.path.join(os.path.dirname(__file__), 'assets')
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp')
@@ -47,8 +47,12 @@ AUTOTUNE = tf.data.AUTOTUNE
 _parse_crop = tf.autograph.experimental.do_not_convert(parse_crop)
 
 
-class DataError(ValueError):
-    """Data that cannot be read; the message says what is wrong and what to do."""
+class DataError(ConfigError):
+    """Data that cannot be read; the message says what is wrong and what to do.
+
+    A ConfigError, so the command line reports it as bad input (one sentence, exit 2) without
+    importing this module (and TensorFlow) for modes that never read training data.
+    """
 
 
 class SkipCounter:

@@ -99,8 +99,6 @@ def main(argv: list[str]) -> None:
     _quiet_tensorflow()
     _check_workdir_writable(cfg)
 
-    from dcgan_tf import data  # noqa: PLC0415 - TensorFlow loads only after the flags pass.
-
     try:
         if cfg.mode == 'train':
             from dcgan_tf import train
@@ -140,7 +138,7 @@ def main(argv: list[str]) -> None:
             sampling.run(cfg)
         else:
             _fail(f'--mode={cfg.mode} is not available yet in this version.')
-    except (config_lib.ConfigError, data.DataError) as e:
+    except config_lib.ConfigError as e:  # data.DataError included: bad input, not a bug.
         _fail(str(e))
     except Exception as e:  # A NaN loss, a full disk: one sentence and status 1, no stack trace.
         from dcgan_tf import safety

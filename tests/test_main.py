@@ -47,7 +47,7 @@ def test_train_on_real_mnist_files(tmp_path):
         (['--resolution=30'], '--resolution=30 is not supported'),
         (['--batch_size=0'], '--batch_size=0 must be a positive integer'),
         (['--batch_size=abc'], 'flag --batch_size=abc'),
-        (['--dataset=imagenet'], 'flag --dataset=imagenet'),
+        (['--dataset=imagenet'], "--dataset='imagenet' is not one of"),
         (['--dataset=folder'], '--dataset=folder needs --data_dir'),
         (['--dataset=folder', '--data_dir=/does/not/exist'], 'does not exist'),
         (['--train_steps=0'], 'Set --train_steps or --epochs'),
