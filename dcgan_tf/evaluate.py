@@ -498,25 +498,13 @@ class PeriodicEvaluator:
 
 def restore_best_generators(workdir: str):
     """(cfg, generator, ema_generator or None, step) from `<workdir>/checkpoints/best`."""
-    import tensorflow as tf  # noqa: PLC0415
+    from dcgan_tf import export  # noqa: PLC0415
 
-    from dcgan_tf import export, models  # noqa: PLC0415
-
-    cfg = export.run_config(workdir)
-    latest = tf.train.latest_checkpoint(best_dir(os.path.join(workdir, 'checkpoints')))
-    if latest is None:
-        raise ConfigError(
-            f'--workdir={workdir} has no best checkpoint: train with --eval_every > 0 to keep one.'
-        )
-    names = {name.split('/')[0] for name, _ in tf.train.list_variables(latest)}
-    generator = models.build_generator(cfg)
-    ema_generator = models.build_generator(cfg) if 'ema_generator' in names else None
-    step = tf.Variable(0, dtype=tf.int64)
-    parts = {'generator': generator, 'step': step}
-    if ema_generator is not None:
-        parts['ema_generator'] = ema_generator
-    tf.train.Checkpoint(**parts).restore(latest).expect_partial().assert_existing_objects_matched()
-    return cfg, generator, ema_generator, int(step)
+    return export.restore_generators(
+        workdir,
+        checkpoint_dir=best_dir(os.path.join(workdir, 'checkpoints')),
+        missing='has no best checkpoint: train with --eval_every > 0 to keep one',
+    )
 
 
 def export_best(workdir: str, path: str | None = None) -> str:

@@ -296,14 +296,19 @@ def run_config(workdir: str) -> Config:
     return Config(**values)
 
 
-def restore_generators(workdir: str, cfg: Config | None = None):
-    """(cfg, generator, ema_generator or None, step) from the latest checkpoint in `workdir`."""
+def restore_generators(workdir: str, cfg: Config | None = None, checkpoint_dir: str | None = None,
+                       missing: str = 'has no checkpoint yet; train first (--mode=train)'):
+    """(cfg, generator, ema_generator or None, step) from the latest checkpoint of a run.
+
+    `checkpoint_dir` defaults to `<workdir>/checkpoints` (evaluation passes its `best/` folder);
+    `missing` completes the sentence raised when it holds no checkpoint.
+    """
     from dcgan_tf import models  # noqa: PLC0415 - only this path needs the model builders.
 
     cfg = cfg or run_config(workdir)
-    latest = tf.train.latest_checkpoint(os.path.join(workdir, 'checkpoints'))
+    latest = tf.train.latest_checkpoint(checkpoint_dir or os.path.join(workdir, 'checkpoints'))
     if latest is None:
-        raise ConfigError(f'--workdir={workdir} has no checkpoint yet; train first (--mode=train).')
+        raise ConfigError(f'--workdir={workdir} {missing}.')
     names = {name.split('/')[0] for name, _ in tf.train.list_variables(latest)}
     generator = models.build_generator(cfg)
     ema_generator = models.build_generator(cfg) if 'ema_generator' in names else None
