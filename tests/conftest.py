@@ -18,6 +18,15 @@ tf.config.set_logical_device_configuration(
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_MNIST = os.path.join(REPO_ROOT, '..', 'shared', 'data', 'mnist')
+# The smallest model for tests that run the command line in a subprocess (kill, NaN, signals).
+TINY_CLI = [
+    '--dataset=synthetic',
+    '--resolution=16',
+    '--gf_dim=4',
+    '--df_dim=4',
+    '--z_dim=8',
+    '--batch_size=4',
+]
 
 
 def tiny_config(**overrides) -> Config:

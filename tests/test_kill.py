@@ -18,18 +18,13 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, TINY_CLI
 
 from dcgan_tf import export, train
 
 CHECKPOINT_EVERY = 5
 TINY = [
-    '--dataset=synthetic',
-    '--resolution=16',
-    '--gf_dim=4',
-    '--df_dim=4',
-    '--z_dim=8',
-    '--batch_size=4',
+    *TINY_CLI,
     '--synthetic_examples=32',
     '--num_grid=4',
     '--log_every=1',

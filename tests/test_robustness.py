@@ -15,7 +15,7 @@ import zlib
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import REPO_ROOT, tiny_config
+from conftest import REPO_ROOT, TINY_CLI, tiny_config
 
 from dcgan_tf import data, image_headers, safety, train
 
@@ -253,15 +253,7 @@ def test_cli_nan_exits_1_with_one_sentence(tmp_path):
         'sys.argv = ["dcgan_tf"] + sys.argv[1:]\n'
         'main.run()\n'
     )
-    args = [
-        '--dataset=synthetic',
-        '--resolution=16',
-        '--gf_dim=4',
-        '--df_dim=4',
-        '--z_dim=8',
-        '--batch_size=4',
-    ]
-    args += ['--train_steps=8', '--checkpoint_every=2', '--log_every=2', '--collapse_threshold=0']
+    args = [*TINY_CLI, '--train_steps=8', '--checkpoint_every=2', '--log_every=2', '--collapse_threshold=0']
     env = dict(os.environ, PYTHONPATH=REPO_ROOT)
     result = subprocess.run(
         [sys.executable, '-c', code, *args, f'--workdir={tmp_path}'],
