@@ -184,6 +184,13 @@ class Config:
     fused_batch_norm: bool = _field(
         True, "Train BatchNorm with TensorFlow's fused kernel (same maths, much faster on CPU; false: Keras')"
     )
+    conv_filter_grad: str = _field(
+        'auto',
+        'How convolutions compute their kernel gradient in training: native (TensorFlow\'s op), forward (one '
+        'forward convolution, dcgan_tf/fast_conv.py) or auto (forward for bfloat16 on a CPU where measured '
+        'faster).',
+        ('auto', 'native', 'forward'),
+    )
     # --- evaluation and probe (issue 5) ---
     feature_net: str = _field(
         'inception',

@@ -13,6 +13,7 @@ import math
 import keras
 from keras import layers
 
+from dcgan_tf import fast_conv
 from dcgan_tf.config import Config
 from dcgan_tf.fused_bn import FusedBatchNormalization
 
@@ -76,7 +77,7 @@ def build_generator(cfg: Config) -> keras.Sequential:
     for i in range(1, n):
         width //= 2
         model.add(
-            layers.Conv2DTranspose(
+            fast_conv.Conv2DTranspose(
                 width,
                 KERNEL_SIZE,
                 strides=2,
@@ -84,18 +85,20 @@ def build_generator(cfg: Config) -> keras.Sequential:
                 use_bias=False,
                 kernel_initializer=_weights_init(seed + 2 * i),
                 name=f'deconv{i}',
+                filter_grad=cfg.conv_filter_grad,
             )
         )
         model.add(_batch_norm(cfg, seed + 2 * i + 1, f'deconv{i}_bn'))
         model.add(layers.ReLU(name=f'deconv{i}_relu'))
     model.add(
-        layers.Conv2DTranspose(
+        fast_conv.Conv2DTranspose(
             cfg.channels,
             KERNEL_SIZE,
             strides=2,
             padding='same',
             kernel_initializer=_weights_init(seed + 2 * n),
             name='to_image',
+            filter_grad=cfg.conv_filter_grad,
         )
     )
     # float32 output under mixed precision: images are written, compared and fed to D unchanged.
@@ -114,7 +117,7 @@ def build_discriminator(cfg: Config) -> keras.Sequential:
     width = cfg.df_dim
     for i in range(n):
         model.add(
-            layers.Conv2D(
+            fast_conv.Conv2D(
                 width * 2**i,
                 KERNEL_SIZE,
                 strides=2,
@@ -122,6 +125,7 @@ def build_discriminator(cfg: Config) -> keras.Sequential:
                 use_bias=i == 0,
                 kernel_initializer=_weights_init(seed + 2 * i),
                 name=f'conv{i}',
+                filter_grad=cfg.conv_filter_grad,
             )
         )
         if i > 0:  # The paper: no BatchNorm on the discriminator's input layer.
@@ -143,7 +147,7 @@ def _tutorial_generator(cfg: Config) -> keras.Sequential:
             _batch_norm_class(cfg)(name='project_bn'),
             layers.LeakyReLU(name='project_lrelu'),
             layers.Reshape((7, 7, 256), name='reshape'),
-            layers.Conv2DTranspose(
+            fast_conv.Conv2DTranspose(
                 128,
                 5,
                 strides=1,
@@ -151,10 +155,11 @@ def _tutorial_generator(cfg: Config) -> keras.Sequential:
                 use_bias=False,
                 kernel_initializer=init(seed + 1),
                 name='deconv1',
+                filter_grad=cfg.conv_filter_grad,
             ),
             _batch_norm_class(cfg)(name='deconv1_bn'),
             layers.LeakyReLU(name='deconv1_lrelu'),
-            layers.Conv2DTranspose(
+            fast_conv.Conv2DTranspose(
                 64,
                 5,
                 strides=2,
@@ -162,10 +167,11 @@ def _tutorial_generator(cfg: Config) -> keras.Sequential:
                 use_bias=False,
                 kernel_initializer=init(seed + 2),
                 name='deconv2',
+                filter_grad=cfg.conv_filter_grad,
             ),
             _batch_norm_class(cfg)(name='deconv2_bn'),
             layers.LeakyReLU(name='deconv2_lrelu'),
-            layers.Conv2DTranspose(
+            fast_conv.Conv2DTranspose(
                 1,
                 5,
                 strides=2,
@@ -173,6 +179,7 @@ def _tutorial_generator(cfg: Config) -> keras.Sequential:
                 use_bias=False,
                 kernel_initializer=init(seed + 3),
                 name='to_image',
+                filter_grad=cfg.conv_filter_grad,
             ),
             layers.Activation('tanh', dtype='float32', name='tanh'),
         ],
@@ -187,10 +194,26 @@ def _tutorial_discriminator(cfg: Config) -> keras.Sequential:
     return keras.Sequential(
         [
             keras.Input(shape=(28, 28, 1), name='image'),
-            layers.Conv2D(64, 5, strides=2, padding='same', kernel_initializer=init(seed), name='conv0'),
+            fast_conv.Conv2D(
+                64,
+                5,
+                strides=2,
+                padding='same',
+                kernel_initializer=init(seed),
+                name='conv0',
+                filter_grad=cfg.conv_filter_grad,
+            ),
             layers.LeakyReLU(name='conv0_lrelu'),
             layers.Dropout(0.3, seed=seed, name='conv0_dropout'),
-            layers.Conv2D(128, 5, strides=2, padding='same', kernel_initializer=init(seed + 1), name='conv1'),
+            fast_conv.Conv2D(
+                128,
+                5,
+                strides=2,
+                padding='same',
+                kernel_initializer=init(seed + 1),
+                name='conv1',
+                filter_grad=cfg.conv_filter_grad,
+            ),
             layers.LeakyReLU(name='conv1_lrelu'),
             layers.Dropout(0.3, seed=seed + 1, name='conv1_dropout'),
             layers.Flatten(name='flatten'),

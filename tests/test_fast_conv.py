@@ -1,0 +1,132 @@
+"""The forward-convolution kernel gradient equals TensorFlow's, and the layers swap in unchanged."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import tiny_config
+
+from dcgan_tf import fast_conv, models
+
+
+@pytest.mark.parametrize(
+    'input_shape, out_channels, kernel, stride, padding',
+    [
+        ((3, 8, 8, 5), 4, 5, 2, 'SAME'),  # The DCGAN layers: even maps, 5x5, stride 2.
+        ((2, 7, 7, 3), 6, 5, 2, 'SAME'),  # Odd map: asymmetric padding.
+        ((2, 7, 7, 3), 4, 5, 1, 'SAME'),  # The tutorial's stride-1 layer.
+        ((2, 9, 9, 2), 3, 5, 2, 'VALID'),  # A row left over that no window reads.
+        ((2, 6, 6, 2), 3, 3, 3, 'SAME'),
+    ],
+)
+def test_filter_gradient_matches_tensorflow(input_shape, out_channels, kernel, stride, padding):
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=input_shape).astype('float32'))
+    w = tf.zeros([kernel, kernel, input_shape[-1], out_channels])
+    out_shape = tf.nn.conv2d(x, w, stride, padding).shape
+    dy = tf.constant(rng.normal(size=out_shape).astype('float32'))
+    expected = tf.raw_ops.Conv2DBackpropFilter(
+        input=x,
+        filter_sizes=w.shape,
+        out_backprop=dy,
+        strides=[1, stride, stride, 1],
+        padding=padding,
+    )
+    got = fast_conv.filter_gradient(x, dy, kernel, stride, padding)
+    assert got.shape == w.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    'layer_class, input_shape, options',
+    [
+        (fast_conv.Conv2D, (3, 8, 8, 5), dict(strides=2)),
+        (fast_conv.Conv2D, (3, 7, 7, 5), dict(strides=2, use_bias=True)),
+        (fast_conv.Conv2DTranspose, (3, 4, 4, 6), dict(strides=2)),
+        (fast_conv.Conv2DTranspose, (3, 7, 7, 6), dict(strides=1, use_bias=True)),
+    ],
+)
+def test_layers_train_as_keras_does(layer_class, input_shape, options):
+    x = tf.random.stateless_normal(input_shape, seed=[1, 2])
+    results = []
+    for mode in ('native', 'forward'):
+        layer = layer_class(
+            4,
+            5,
+            padding='same',
+            kernel_initializer=keras.initializers.RandomNormal(seed=3),
+            bias_initializer='ones',
+            filter_grad=mode,
+            **options,
+        )
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y**2)  # Non-linear: every input and weight gets its own gradient.
+        grads = tape.gradient(loss, [x, *layer.trainable_variables])
+        results.append([y.numpy(), *[g.numpy() for g in grads]])
+    for native, forward in zip(*results, strict=True):
+        np.testing.assert_allclose(forward, native, rtol=1e-4, atol=1e-4)
+
+
+def test_auto_picks_the_forward_gradient_only_where_it_measured_faster():
+    assert fast_conv.use_forward('auto', tf.bfloat16, 4)  # This test machine has no accelerator.
+    assert fast_conv.use_forward('auto', tf.bfloat16, fast_conv.FORWARD_MAX_SIZE)
+    assert not fast_conv.use_forward('auto', tf.bfloat16, fast_conv.FORWARD_MAX_SIZE * 2)
+    assert not fast_conv.use_forward('auto', tf.float32, 4)
+    assert not fast_conv.use_forward('native', tf.bfloat16, 4)
+    assert fast_conv.use_forward('forward', tf.float32, 64)
+
+
+def test_whole_models_get_the_same_gradients_and_checkpoints(tmp_path):
+    results, nets = [], []
+    for mode in ('native', 'forward'):
+        cfg = tiny_config(conv_filter_grad=mode)
+        generator, discriminator = models.build_generator(cfg), models.build_discriminator(cfg)
+        nets.append(generator)
+        z = tf.random.stateless_normal([4, cfg.z_dim], seed=[3, 4])
+        with tf.GradientTape() as tape:
+            logits = discriminator(generator(z, training=True), training=True)
+            loss = tf.reduce_sum(tf.nn.softplus(-logits))
+        variables = generator.trainable_variables + discriminator.trainable_variables
+        results.append([g.numpy() for g in tape.gradient(loss, variables)])
+    for native, forward in zip(*results, strict=True):
+        np.testing.assert_allclose(forward, native, rtol=1e-3, atol=1e-5)
+    # Same variables: a checkpoint written with one mode loads into the other.
+    path = tf.train.Checkpoint(generator=nets[1]).write(str(tmp_path / 'ckpt'))
+    tf.train.Checkpoint(generator=nets[0]).read(path).assert_consumed()
+
+
+def test_bfloat16_training_uses_the_forward_gradient_and_stays_close():
+    kernel = keras.initializers.RandomNormal(stddev=0.1, seed=5)
+    x = tf.random.stateless_normal([8, 8, 8, 16], seed=[5, 6])
+    grads = {}
+    for mode in ('native', 'auto'):
+        layer = fast_conv.Conv2D(
+            32,
+            5,
+            strides=2,
+            padding='same',
+            kernel_initializer=kernel,
+            filter_grad=mode,
+            dtype='mixed_bfloat16',
+        )
+        with tf.GradientTape() as tape:
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) ** 2)
+        assert y.dtype == tf.bfloat16
+        grads[mode] = tape.gradient(loss, layer.kernel).numpy()
+    # bfloat16 keeps 8 bits of mantissa: the two sums round differently, within a few parts in 100.
+    scale = np.abs(grads['native']).max()
+    np.testing.assert_allclose(grads['auto'], grads['native'], atol=0.03 * scale)
+
+
+def test_config_round_trip_keeps_the_mode():
+    layer = fast_conv.Conv2DTranspose(4, 5, strides=2, padding='same', filter_grad='forward')
+    clone = fast_conv.Conv2DTranspose.from_config(layer.get_config())
+    assert clone.filter_grad == 'forward'
+
+
+def test_unsupported_layers_are_refused_when_built():
+    with pytest.raises(ValueError, match='square'):
+        fast_conv.Conv2D(4, (3, 5), filter_grad='forward')
