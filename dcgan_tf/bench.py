@@ -112,8 +112,8 @@ class _BaselineStep:
         self.cfg = cfg
         policy = keras.mixed_precision.global_policy().name
         keras.mixed_precision.set_global_policy('float32')
-        # Keras' own BatchNormalization and convolution gradients, as the tutorial's code gets.
-        plain = cfg.replace(fused_batch_norm=False, conv_filter_grad='native')
+        # Keras' own BatchNormalization, convolutions and dropout, as the tutorial's code gets.
+        plain = cfg.replace(fused_batch_norm=False, fast_conv='off', fast_dropout=False)
         try:
             self.generator = models.build_generator(plain)
             self.discriminator = models.build_discriminator(plain)
@@ -234,7 +234,8 @@ def bench_step(cfg: Config) -> list[dict[str, Any]]:
                 'jit_compile': False,
                 'steps_per_call': 1,
                 'fused_batch_norm': False,
-                'conv_filter_grad': 'native',
+                'fast_conv': 'off',
+                'fast_dropout': False,
                 'replicas': 1,
             }
             baseline = _report(
@@ -247,7 +248,8 @@ def bench_step(cfg: Config) -> list[dict[str, Any]]:
             'jit_compile': trainer.use_jit,
             'steps_per_call': cfg.steps_per_call,
             'fused_batch_norm': cfg.fused_batch_norm,
-            'conv_filter_grad': cfg.conv_filter_grad,
+            'fast_conv': cfg.fast_conv,
+            'fast_dropout': cfg.fast_dropout,
             'strategy': type(trainer.strategy).__name__,
             'replicas': trainer.num_replicas,
             'device_kind': distribute.device_kind(),

@@ -184,12 +184,14 @@ class Config:
     fused_batch_norm: bool = _field(
         True, "Train BatchNorm with TensorFlow's fused kernel (same maths, much faster on CPU; false: Keras')"
     )
-    conv_filter_grad: str = _field(
+    fast_dropout: bool = _field(
+        True, "Dropout (the tutorial's D) with a 16-bit random mask, much cheaper to draw (false: Keras')."
+    )
+    fast_conv: str = _field(
         'auto',
-        'How convolutions compute their kernel gradient in training: native (TensorFlow\'s op), forward (one '
-        'forward convolution, dcgan_tf/fast_conv.py) or auto (forward for bfloat16 on a CPU where measured '
-        'faster).',
-        ('auto', 'native', 'forward'),
+        'Convolutions train with faster exact rewrites of slow oneDNN ops (dcgan_tf/fast_conv.py): auto '
+        "(on a CPU where measured faster), off (TensorFlow's ops) or all (wherever possible).",
+        ('auto', 'off', 'all'),
     )
     # --- evaluation and probe (issue 5) ---
     feature_net: str = _field(
@@ -238,7 +240,7 @@ class Config:
     eval_holdout: int = _field(
         0,
         'Hold out the last N training examples (a fixed slice) as the test split, e.g. for LSUN whose '
-        'validation split has 300 images (0: use the data set\'s own test split).',
+        "validation split has 300 images (0: use the data set's own test split).",
     )
     tfds_manual_dir: str = _field('', "tensorflow-datasets' manual_dir (archives downloaded by hand).")
     shard_mb: int = _field(128, 'Target size of each TFRecord shard written by --mode=prepare.')
@@ -368,7 +370,11 @@ def _validate_evaluation(cfg: Config) -> None:
             f'--mode=train_classifier.',
         )
     weights = cfg.inception_weights
-    if cfg.feature_net == 'inception' and weights not in ('imagenet', 'none') and not weights.startswith('gs://'):
+    if (
+        cfg.feature_net == 'inception'
+        and weights not in ('imagenet', 'none')
+        and not weights.startswith('gs://')
+    ):
         _require(os.path.isfile(weights), f'--inception_weights={weights} is not a file (or imagenet, none).')
     if cfg.mode == 'train_classifier':
         _require(
@@ -423,9 +429,7 @@ def _validate_robustness(cfg: Config) -> None:
                 math.isfinite(value) and value >= 0,
                 f'--{f.name}={value} must be a finite, non-negative number.',
             )
-    _require(
-        0 <= cfg.max_rollbacks <= 100, f'--max_rollbacks={cfg.max_rollbacks} must be between 0 and 100.'
-    )
+    _require(0 <= cfg.max_rollbacks <= 100, f'--max_rollbacks={cfg.max_rollbacks} must be between 0 and 100.')
     _require(
         0 <= cfg.collapse_threshold < 1,
         f'--collapse_threshold={cfg.collapse_threshold} must be in [0, 1) (0 turns the warning off).',

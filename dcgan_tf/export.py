@@ -296,8 +296,12 @@ def run_config(workdir: str) -> Config:
     return Config(**values)
 
 
-def restore_generators(workdir: str, cfg: Config | None = None, checkpoint_dir: str | None = None,
-                       missing: str = 'has no checkpoint yet; train first (--mode=train)'):
+def restore_generators(
+    workdir: str,
+    cfg: Config | None = None,
+    checkpoint_dir: str | None = None,
+    missing: str = 'has no checkpoint yet; train first (--mode=train)',
+):
     """(cfg, generator, ema_generator or None, step) from the latest checkpoint of a run.
 
     `checkpoint_dir` defaults to `<workdir>/checkpoints` (evaluation passes its `best/` folder);

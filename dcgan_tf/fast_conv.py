@@ -1,29 +1,38 @@
-"""Conv2D / Conv2DTranspose layers whose kernel gradient is one forward convolution (`--conv_filter_grad`).
+"""Conv2D / Conv2DTranspose layers that train with faster formulations of oneDNN's slow ops (`--fast_conv`).
 
-On a CPU, oneDNN computes the bfloat16 kernel gradient (Conv2DBackpropFilter) with an older JIT kernel
-that ran at a third to a half of the speed of the forward convolution of the same shape, while its
-float32 one ran at full speed: bfloat16 gained nothing on a third of the step's FLOPs. The same sum,
+Two ops of the DCGAN step run far below the CPU's speed for their FLOPs; each has an exact rewrite that
+runs on oneDNN's fast forward-convolution kernel (measured on a 2-core AVX512_BF16 CPU, batch 128):
 
-    dkernel[i, j, c, o] = sum over n, y, x of inputs[n, s*y + i, s*x + j, c] * out_grad[n, y, x, o],
+* The bfloat16 kernel gradient (Conv2DBackpropFilter) uses an older JIT kernel: 286-438 GFLOP/s against
+  575-754 for the forward convolution of the same shape. The same sum,
+      dkernel[i, j, c, o] = sum over n, y, x of inputs[n, s*y + i, s*x + j, c] * out_grad[n, y, x, o],
+  is a forward convolution with the roles swapped (channels as the batch, the batch as the channels,
+  out_grad as a kernel dilated by the stride): 2.4x faster for a 4x4 output map, 1.3x for 8x8, slower
+  from 16x16 up and in float32, hence used for bfloat16 maps at most FORWARD_GRAD_MAX_SIZE wide.
+* A strided transposed convolution to few channels (G's RGB output, and D's input gradient) ran at
+  about 60 GFLOP/s. Each output phase (y mod s, x mod s) is a stride-1 convolution of the input with a
+  slice of the kernel, so all s*s phases are one convolution to s*s*C channels and a depth_to_space
+  ("sub-pixel" form): 2.2x-3x faster in float32 and bfloat16 for <= SUBPIXEL_MAX_CHANNELS channels.
 
-is a forward convolution with the roles swapped (channels as the batch, the batch as the channels,
-out_grad as a kernel dilated by the stride), which oneDNN runs on its fast kernel. Measured on a 2-core
-AVX512_BF16 CPU at batch 128: 2.4x faster for a 4x4 output map, 1.3x for 8x8, but slower for 16x16 and
-up (and in float32 almost never faster), hence `auto`: the swap for bfloat16 on a CPU when the smaller
-map of the layer is at most FORWARD_MAX_SIZE pixels wide. Same variables, same maths (up to rounding),
-so checkpoints and exported models are unchanged; inference goes through the Keras layer untouched.
+Only training uses them (inference goes through the Keras layer untouched), and only on a CPU: GPUs and
+TPUs were not measured. Same variables, same maths up to float rounding: checkpoints and exported models
+do not change.
 """
 
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from dcgan_tf import distribute
 
-FILTER_GRAD_MODES = ('auto', 'native', 'forward')
-# Widest smaller map (output of a Conv2D, input of a Conv2DTranspose) for which `auto` swaps.
-FORWARD_MAX_SIZE = 8
+MODES = ('auto', 'off', 'all')  # all: every rewrite a layer supports, where measured faster or not (tests).
+FORWARD_GRAD_MAX_SIZE = 8  # Widest smaller map (a Conv2D's output, a Conv2DTranspose's input).
+SUBPIXEL_MAX_CHANNELS = 4
+
+
+# --- the rewrites ---
 
 
 def filter_gradient(inputs: tf.Tensor, out_grad: tf.Tensor, kernel_size: int, stride: int, padding: str):
@@ -32,14 +41,16 @@ def filter_gradient(inputs: tf.Tensor, out_grad: tf.Tensor, kernel_size: int, st
     NHWC, square kernel and stride, dilation 1; the result has the kernel's shape [k, k, C_in, C_out].
     """
     k, s = kernel_size, stride
-    rows = []
+    pads = []
     for axis in (1, 2):
         size, out_size = inputs.shape[axis], out_grad.shape[axis]
         needed = (out_size - 1) * s + k  # Input rows the convolution reads, padding included.
-        before = max(needed - size, 0) // 2 if padding.upper() == 'SAME' else 0
-        rows.append((before, max(needed - size - before, 0), needed))
-    (top, bottom, height), (left, right, width) = rows
-    padded = tf.pad(inputs, [[0, 0], [top, bottom], [left, right], [0, 0]])[:, :height, :width, :]
+        before = max(needed - size, 0) // 2 if padding == 'SAME' else 0
+        pads.append((before, max(needed - size - before, 0), needed))
+    (top, bottom, height), (left, right, width) = pads
+    padded = tf.pad(inputs, [[0, 0], [top, bottom], [left, right], [0, 0]])
+    if padded.shape[1] != height or padded.shape[2] != width:  # 'VALID' rows no window reads.
+        padded = padded[:, :height, :width, :]
     # Channels become the batch and the batch the channels; out_grad is the (dilated) kernel.
     swapped = tf.nn.conv2d(
         tf.transpose(padded, [3, 1, 2, 0]),
@@ -51,53 +62,113 @@ def filter_gradient(inputs: tf.Tensor, out_grad: tf.Tensor, kernel_size: int, st
     return tf.transpose(swapped, [1, 2, 0, 3])
 
 
-def use_forward(mode: str, dtype: tf.DType, smaller_map: int | None) -> bool:
-    """Whether a layer computes its kernel gradient with `filter_gradient` (see the module docstring)."""
-    if mode == 'native' or smaller_map is None:
+def _phase_kernel(kernel: tf.Tensor, stride: int, before: int) -> tuple[tf.Tensor, int, int]:
+    """A conv2d_transpose kernel [k, k, out, in] as one stride-1 kernel [T, T, in, s*s*out] over all phases.
+
+    Output row s*u + a (phase a) sums inputs u + t times kernel row a + before - s*t; t runs over
+    [t_min, t_max] for all phases together, and a row outside the kernel contributes zero.
+    """
+    k, s = kernel.shape[0], stride
+    t_min, t_max = -((k - 1 - before) // s), (s - 1 + before) // s
+    taps = t_max - t_min + 1
+    rows = np.array([[a + before - s * t for a in range(s)] for t in range(t_min, t_max + 1)])
+    rows = np.where((rows >= 0) & (rows < k), rows, k).reshape(-1)  # Row k: the zero row padded below.
+    padded = tf.pad(kernel, [[0, 1], [0, 1], [0, 0], [0, 0]])
+    gathered = tf.gather(tf.gather(padded, rows, axis=0), rows, axis=1)  # [(t, a), (t', b), out, in]
+    out, cin = kernel.shape[2], kernel.shape[3]
+    phases = tf.transpose(tf.reshape(gathered, [taps, s, taps, s, out, cin]), [0, 2, 5, 1, 3, 4])
+    return tf.reshape(phases, [taps, taps, cin, s * s * out]), t_min, t_max
+
+
+def subpixel_conv_transpose(inputs: tf.Tensor, kernel: tf.Tensor, stride: int) -> tf.Tensor:
+    """conv2d_transpose(inputs, kernel, [N, s*H, s*W, out], stride, 'SAME') as conv2d + depth_to_space."""
+    k, s = kernel.shape[0], stride
+    before = max(k - s, 0) // 2  # The padding above the forward convolution's input ('SAME', s*H rows).
+    phases, t_min, t_max = _phase_kernel(kernel, s, before)
+    padded = tf.pad(inputs, [[0, 0], [-t_min, t_max], [-t_min, t_max], [0, 0]])
+    return tf.nn.depth_to_space(tf.nn.conv2d(padded, phases, 1, 'VALID'), s)
+
+
+# --- when to use them ---
+
+
+def _on_cpu() -> bool:
+    return distribute.device_kind() == 'CPU'
+
+
+def use_forward_grad(mode: str, dtype: tf.DType, smaller_map: int) -> bool:
+    """Whether a layer computes its kernel gradient with `filter_gradient`."""
+    if mode != 'auto':
+        return mode == 'all'
+    return dtype == tf.bfloat16 and smaller_map <= FORWARD_GRAD_MAX_SIZE and _on_cpu()
+
+
+def use_subpixel(mode: str, channels: int, stride: int, padding: str, big: int, small: int) -> bool:
+    """Whether a transposed convolution from `small` to `big` maps with `channels` outputs goes sub-pixel."""
+    if padding != 'SAME' or stride == 1 or big != small * stride or mode == 'off':
         return False
-    if mode == 'forward':
-        return True
-    return dtype == tf.bfloat16 and smaller_map <= FORWARD_MAX_SIZE and distribute.device_kind() == 'CPU'
+    return mode == 'all' or (channels <= SUBPIXEL_MAX_CHANNELS and _on_cpu())
 
 
-def _conv2d(inputs, kernel, stride: int, padding: str):
-    """tf.nn.conv2d whose kernel gradient is `filter_gradient`; the input gradient is TensorFlow's."""
+# --- the two ops with their gradients ---
+
+
+def _conv_transpose(x, w, out_shape, stride: int, padding: str, subpixel: bool):
+    if subpixel:
+        return subpixel_conv_transpose(x, w, stride)
+    return tf.nn.conv2d_transpose(x, w, out_shape, stride, padding)
+
+
+def _kernel_gradient(big, small_grad, w, stride: int, padding: str, forward: bool):
+    if forward:
+        return filter_gradient(big, small_grad, w.shape[0], stride, padding)
+    return tf.raw_ops.Conv2DBackpropFilter(
+        input=big,
+        filter_sizes=tf.shape(w),
+        out_backprop=small_grad,
+        strides=[1, stride, stride, 1],
+        padding=padding,
+    )
+
+
+def conv2d(x, w, stride: int, padding: str, forward_grad: bool, subpixel_grad: bool):
+    """tf.nn.conv2d whose gradients may use the rewrites (the input gradient is a transposed convolution)."""
 
     @tf.custom_gradient
     def conv(x, w):
         def grad(dy):
-            dx = tf.nn.conv2d_transpose(dy, w, tf.shape(x), stride, padding)
-            return dx, filter_gradient(x, dy, w.shape[0], stride, padding)
+            dx = _conv_transpose(dy, w, tf.shape(x), stride, padding, subpixel_grad)
+            return dx, _kernel_gradient(x, dy, w, stride, padding, forward_grad)
 
         return tf.nn.conv2d(x, w, stride, padding), grad
 
-    return conv(inputs, kernel)
+    return conv(x, w)
 
 
-def _conv2d_transpose(inputs, kernel, output_shape, stride: int, padding: str):
-    """tf.nn.conv2d_transpose whose kernel gradient is `filter_gradient` (the output is the conv's input)."""
+def conv2d_transpose(x, w, out_shape, stride: int, padding: str, forward_grad: bool, subpixel: bool):
+    """tf.nn.conv2d_transpose, maybe sub-pixel, whose kernel gradient may be `filter_gradient`."""
 
     @tf.custom_gradient
     def conv_transpose(x, w):
         def grad(dy):
             dx = tf.nn.conv2d(dy, w, stride, padding)
-            return dx, filter_gradient(dy, x, w.shape[0], stride, padding)
+            return dx, _kernel_gradient(dy, x, w, stride, padding, forward_grad)
 
-        return tf.nn.conv2d_transpose(x, w, output_shape, stride, padding), grad
+        return _conv_transpose(x, w, out_shape, stride, padding, subpixel), grad
 
-    return conv_transpose(inputs, kernel)
+    return conv_transpose(x, w)
+
+
+# --- the layers ---
 
 
 def _check_supported(layer: keras.layers.Layer) -> None:
-    if layer.filter_grad not in FILTER_GRAD_MODES:
-        raise ValueError(
-            f'{layer.name}: filter_grad must be one of {FILTER_GRAD_MODES}, not {layer.filter_grad!r}.'
-        )
-    if layer.filter_grad == 'native':
-        return
+    if layer.fast_conv not in MODES:
+        raise ValueError(f'{layer.name}: fast_conv must be one of {MODES}, not {layer.fast_conv!r}.')
     square = layer.kernel_size[0] == layer.kernel_size[1] and layer.strides[0] == layer.strides[1]
-    if not square or layer.data_format != 'channels_last' or tuple(layer.dilation_rate) != (1, 1):
-        raise ValueError(f'{layer.name}: the forward filter gradient needs square NHWC kernels, no dilation.')
+    plain = layer.data_format == 'channels_last' and tuple(layer.dilation_rate) == (1, 1)
+    if layer.fast_conv != 'off' and not (square and plain):
+        raise ValueError(f'{layer.name}: fast_conv needs square NHWC kernels and strides, no dilation.')
 
 
 def _finish(layer: keras.layers.Layer, outputs):
@@ -108,45 +179,52 @@ def _finish(layer: keras.layers.Layer, outputs):
 
 @keras.saving.register_keras_serializable(package='dcgan_tf')
 class Conv2D(keras.layers.Conv2D):
-    """keras.layers.Conv2D with `filter_grad` in FILTER_GRAD_MODES (training only)."""
+    """keras.layers.Conv2D that trains with the rewrites chosen by `fast_conv` (one of MODES)."""
 
-    def __init__(self, *args, filter_grad: str = 'auto', **kwargs):
+    def __init__(self, *args, fast_conv: str = 'auto', **kwargs):
         super().__init__(*args, **kwargs)
-        self.filter_grad = filter_grad
+        self.fast_conv = fast_conv
         _check_supported(self)
 
     def call(self, inputs, training=None):
-        if not training or not use_forward(
-            self.filter_grad, inputs.dtype, self.compute_output_shape(inputs.shape)[1]
-        ):
+        if not training or self.fast_conv == 'off':
+            return super().call(inputs)
+        stride, padding = self.strides[0], self.padding.upper()
+        big, small = inputs.shape[1], self.compute_output_shape(inputs.shape)[1]
+        forward = use_forward_grad(self.fast_conv, inputs.dtype, small)
+        subpixel = use_subpixel(self.fast_conv, inputs.shape[-1], stride, padding, big, small)
+        if not (forward or subpixel):  # Keras' ops keep grappler's fusions (convolution + bias).
             return super().call(inputs)
         kernel = tf.convert_to_tensor(self.kernel)  # Cast to the compute dtype under mixed precision.
-        return _finish(self, _conv2d(inputs, kernel, self.strides[0], self.padding.upper()))
+        return _finish(self, conv2d(inputs, kernel, stride, padding, forward, subpixel))
 
     def get_config(self):
-        return {**super().get_config(), 'filter_grad': self.filter_grad}
+        return {**super().get_config(), 'fast_conv': self.fast_conv}
 
 
 @keras.saving.register_keras_serializable(package='dcgan_tf')
 class Conv2DTranspose(keras.layers.Conv2DTranspose):
-    """keras.layers.Conv2DTranspose with `filter_grad` in FILTER_GRAD_MODES (training only)."""
+    """keras.layers.Conv2DTranspose that trains with the rewrites chosen by `fast_conv` (one of MODES)."""
 
-    def __init__(self, *args, filter_grad: str = 'auto', **kwargs):
+    def __init__(self, *args, fast_conv: str = 'auto', **kwargs):
         super().__init__(*args, **kwargs)
-        self.filter_grad = filter_grad
+        self.fast_conv = fast_conv
         _check_supported(self)
-        if self.output_padding is not None and filter_grad != 'native':
-            raise ValueError(f'{self.name}: the forward filter gradient does not support output_padding.')
+        if self.output_padding is not None and fast_conv != 'off':
+            raise ValueError(f'{self.name}: fast_conv does not support output_padding.')
 
     def call(self, inputs, training=None):
-        if not training or not use_forward(self.filter_grad, inputs.dtype, inputs.shape[1]):
+        if not training or self.fast_conv == 'off':
+            return super().call(inputs)
+        stride, padding = self.strides[0], self.padding.upper()
+        out = self.compute_output_shape(inputs.shape)
+        forward = use_forward_grad(self.fast_conv, inputs.dtype, inputs.shape[1])
+        subpixel = use_subpixel(self.fast_conv, self.filters, stride, padding, out[1], inputs.shape[1])
+        if not (forward or subpixel):
             return super().call(inputs)
         kernel = tf.convert_to_tensor(self.kernel)
-        out = self.compute_output_shape(inputs.shape)
-        output_shape = tf.stack([tf.shape(inputs)[0], out[1], out[2], out[3]])
-        return _finish(
-            self, _conv2d_transpose(inputs, kernel, output_shape, self.strides[0], self.padding.upper())
-        )
+        out_shape = tf.stack([tf.shape(inputs)[0], out[1], out[2], out[3]])
+        return _finish(self, conv2d_transpose(inputs, kernel, out_shape, stride, padding, forward, subpixel))
 
     def get_config(self):
-        return {**super().get_config(), 'filter_grad': self.filter_grad}
+        return {**super().get_config(), 'fast_conv': self.fast_conv}

@@ -35,7 +35,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     def call(self, inputs, training=None, mask=None):
         if not self._fusable(inputs, training, mask):
             return super().call(inputs, training=training, mask=mask)
-        x = inputs if len(inputs.shape) == 4 else inputs[:, None, None, :]
+        # Dense features as 1x1 maps by reshaping: a slice would copy, and so would its gradient.
+        x = inputs if len(inputs.shape) == 4 else tf.reshape(inputs, [-1, 1, 1, inputs.shape[-1]])
         channels = x.shape[-1]
         scale = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32)
         offset = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32)
@@ -49,5 +50,5 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         momentum = self.momentum
         self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
         self.moving_variance.assign(self.moving_variance * momentum + variance * (1.0 - momentum))
-        y = y if len(inputs.shape) == 4 else y[:, 0, 0, :]
+        y = y if len(inputs.shape) == 4 else tf.reshape(y, tf.shape(inputs))
         return tf.cast(y, self.compute_dtype)

@@ -51,8 +51,8 @@ def test_step_and_baseline_reports(capsys):
         assert report['peak_memory_mb'] > 50  # TensorFlow alone takes hundreds of MiB.
         assert report['device'].startswith(('CPU', 'GPU'))
     # The baseline is the straightforward step whatever ours uses.
-    options = ('precision', 'steps_per_call', 'jit_compile', 'fused_batch_norm', 'conv_filter_grad')
-    assert [baseline[k] for k in options] == ['float32', 1, False, False, 'native']
+    options = ('precision', 'steps_per_call', 'jit_compile', 'fused_batch_norm', 'fast_conv')
+    assert [baseline[k] for k in options] == ['float32', 1, False, False, 'off']
     assert [ours[k] for k in options] == ['float32', 2, False, True, 'auto']
     assert ours['speedup_vs_baseline'] == pytest.approx(
         ours['images_per_second'] / baseline['images_per_second'], rel=1e-2

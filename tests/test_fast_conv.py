@@ -1,4 +1,4 @@
-"""The forward-convolution kernel gradient equals TensorFlow's, and the layers swap in unchanged."""
+"""The rewrites of fast_conv compute what TensorFlow's ops do, and the layers swap in unchanged."""
 
 import keras
 import numpy as np
@@ -49,14 +49,14 @@ def test_filter_gradient_matches_tensorflow(input_shape, out_channels, kernel, s
 def test_layers_train_as_keras_does(layer_class, input_shape, options):
     x = tf.random.stateless_normal(input_shape, seed=[1, 2])
     results = []
-    for mode in ('native', 'forward'):
+    for mode in ('off', 'all'):
         layer = layer_class(
             4,
             5,
             padding='same',
             kernel_initializer=keras.initializers.RandomNormal(seed=3),
             bias_initializer='ones',
-            filter_grad=mode,
+            fast_conv=mode,
             **options,
         )
         with tf.GradientTape() as tape:
@@ -69,19 +69,42 @@ def test_layers_train_as_keras_does(layer_class, input_shape, options):
         np.testing.assert_allclose(forward, native, rtol=1e-4, atol=1e-4)
 
 
-def test_auto_picks_the_forward_gradient_only_where_it_measured_faster():
-    assert fast_conv.use_forward('auto', tf.bfloat16, 4)  # This test machine has no accelerator.
-    assert fast_conv.use_forward('auto', tf.bfloat16, fast_conv.FORWARD_MAX_SIZE)
-    assert not fast_conv.use_forward('auto', tf.bfloat16, fast_conv.FORWARD_MAX_SIZE * 2)
-    assert not fast_conv.use_forward('auto', tf.float32, 4)
-    assert not fast_conv.use_forward('native', tf.bfloat16, 4)
-    assert fast_conv.use_forward('forward', tf.float32, 64)
+def test_auto_picks_each_rewrite_only_where_it_measured_faster():
+    # This test machine has no accelerator, so `auto` decides by dtype and shape alone.
+    limit = fast_conv.FORWARD_GRAD_MAX_SIZE
+    assert fast_conv.use_forward_grad('auto', tf.bfloat16, 4)
+    assert fast_conv.use_forward_grad('auto', tf.bfloat16, limit)
+    assert not fast_conv.use_forward_grad('auto', tf.bfloat16, limit * 2)
+    assert not fast_conv.use_forward_grad('auto', tf.float32, 4)
+    assert not fast_conv.use_forward_grad('off', tf.bfloat16, 4)
+    assert fast_conv.use_forward_grad('all', tf.float32, 64)
+    few = fast_conv.SUBPIXEL_MAX_CHANNELS
+    assert fast_conv.use_subpixel('auto', few, 2, 'SAME', 64, 32)
+    assert not fast_conv.use_subpixel('auto', few + 1, 2, 'SAME', 64, 32)
+    assert not fast_conv.use_subpixel('off', 1, 2, 'SAME', 64, 32)
+    assert fast_conv.use_subpixel('all', 256, 2, 'SAME', 64, 32)
+    # Only what the rewrite can express: strided, 'SAME', the big map exactly stride times the small.
+    assert not fast_conv.use_subpixel('all', 1, 1, 'SAME', 7, 7)
+    assert not fast_conv.use_subpixel('all', 1, 2, 'VALID', 64, 32)
+    assert not fast_conv.use_subpixel('all', 1, 2, 'SAME', 63, 32)
+
+
+@pytest.mark.parametrize('kernel, stride, size', [(5, 2, 4), (5, 2, 7), (4, 2, 5), (3, 3, 4), (5, 4, 3)])
+def test_subpixel_conv_transpose_matches_tensorflow(kernel, stride, size):
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.normal(size=(2, size, size, 6)).astype('float32'))
+    w = tf.constant(rng.normal(size=(kernel, kernel, 3, 6)).astype('float32'))
+    out_shape = [2, size * stride, size * stride, 3]
+    expected = tf.nn.conv2d_transpose(x, w, out_shape, stride, 'SAME')
+    np.testing.assert_allclose(
+        fast_conv.subpixel_conv_transpose(x, w, stride), expected, rtol=1e-4, atol=1e-4
+    )
 
 
 def test_whole_models_get_the_same_gradients_and_checkpoints(tmp_path):
     results, nets = [], []
-    for mode in ('native', 'forward'):
-        cfg = tiny_config(conv_filter_grad=mode)
+    for mode in ('off', 'all'):
+        cfg = tiny_config(fast_conv=mode)
         generator, discriminator = models.build_generator(cfg), models.build_discriminator(cfg)
         nets.append(generator)
         z = tf.random.stateless_normal([4, cfg.z_dim], seed=[3, 4])
@@ -97,18 +120,21 @@ def test_whole_models_get_the_same_gradients_and_checkpoints(tmp_path):
     tf.train.Checkpoint(generator=nets[0]).read(path).assert_consumed()
 
 
-def test_bfloat16_training_uses_the_forward_gradient_and_stays_close():
+def test_bfloat16_training_uses_the_forward_gradient_and_stays_close(monkeypatch):
+    calls = []
+    original = fast_conv.filter_gradient
+    monkeypatch.setattr(fast_conv, 'filter_gradient', lambda *args: calls.append(1) or original(*args))
     kernel = keras.initializers.RandomNormal(stddev=0.1, seed=5)
     x = tf.random.stateless_normal([8, 8, 8, 16], seed=[5, 6])
     grads = {}
-    for mode in ('native', 'auto'):
+    for mode in ('off', 'auto'):
         layer = fast_conv.Conv2D(
             32,
             5,
             strides=2,
             padding='same',
             kernel_initializer=kernel,
-            filter_grad=mode,
+            fast_conv=mode,
             dtype='mixed_bfloat16',
         )
         with tf.GradientTape() as tape:
@@ -116,17 +142,21 @@ def test_bfloat16_training_uses_the_forward_gradient_and_stays_close():
             loss = tf.reduce_sum(tf.cast(y, tf.float32) ** 2)
         assert y.dtype == tf.bfloat16
         grads[mode] = tape.gradient(loss, layer.kernel).numpy()
+        assert len(calls) == (mode == 'auto')  # A 4x4 bfloat16 output map on a CPU: the rewrite.
     # bfloat16 keeps 8 bits of mantissa: the two sums round differently, within a few parts in 100.
-    scale = np.abs(grads['native']).max()
-    np.testing.assert_allclose(grads['auto'], grads['native'], atol=0.03 * scale)
+    scale = np.abs(grads['off']).max()
+    np.testing.assert_allclose(grads['auto'], grads['off'], atol=0.03 * scale)
 
 
 def test_config_round_trip_keeps_the_mode():
-    layer = fast_conv.Conv2DTranspose(4, 5, strides=2, padding='same', filter_grad='forward')
+    layer = fast_conv.Conv2DTranspose(4, 5, strides=2, padding='same', fast_conv='all')
     clone = fast_conv.Conv2DTranspose.from_config(layer.get_config())
-    assert clone.filter_grad == 'forward'
+    assert clone.fast_conv == 'all'
 
 
 def test_unsupported_layers_are_refused_when_built():
     with pytest.raises(ValueError, match='square'):
-        fast_conv.Conv2D(4, (3, 5), filter_grad='forward')
+        fast_conv.Conv2D(4, (3, 5), fast_conv='all')
+    with pytest.raises(ValueError, match='one of'):
+        fast_conv.Conv2D(4, 5, fast_conv='fast')
+    fast_conv.Conv2D(4, (3, 5), fast_conv='off')  # Keras' layer as it is.

@@ -13,13 +13,26 @@ TINY = ['--resolution=16', '--gf_dim=8', '--df_dim=8', '--z_dim=16', '--batch_si
 
 def run_cli(*args, timeout=300):
     env = dict(os.environ, PYTHONPATH=REPO_ROOT)
-    return subprocess.run([sys.executable, '-m', 'dcgan_tf.main', *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO_ROOT, env=env)
+    return subprocess.run(
+        [sys.executable, '-m', 'dcgan_tf.main', *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO_ROOT,
+        env=env,
+    )
 
 
 def test_train_synthetic_end_to_end(tmp_path):
-    result = run_cli('--dataset=synthetic', *TINY, '--train_steps=4', '--log_every=2',
-                     '--sample_every=2', '--checkpoint_every=2', f'--workdir={tmp_path}')
+    result = run_cli(
+        '--dataset=synthetic',
+        *TINY,
+        '--train_steps=4',
+        '--log_every=2',
+        '--sample_every=2',
+        '--checkpoint_every=2',
+        f'--workdir={tmp_path}',
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / 'samples' / 'step_0000004.png').exists()
     assert (tmp_path / 'samples' / 'progress.gif').exists()
@@ -35,8 +48,16 @@ def test_train_synthetic_end_to_end(tmp_path):
 
 @pytest.mark.skipif(not os.path.isdir(SHARED_MNIST), reason='../shared/data/mnist is absent')
 def test_train_on_real_mnist_files(tmp_path):
-    result = run_cli('--dataset=mnist', f'--data_dir={SHARED_MNIST}', '--resolution=28', '--gf_dim=8',
-                     '--df_dim=8', '--batch_size=16', '--train_steps=3', f'--workdir={tmp_path}')
+    result = run_cli(
+        '--dataset=mnist',
+        f'--data_dir={SHARED_MNIST}',
+        '--resolution=28',
+        '--gf_dim=8',
+        '--df_dim=8',
+        '--batch_size=16',
+        '--train_steps=3',
+        f'--workdir={tmp_path}',
+    )
     assert result.returncode == 0, result.stderr
     assert 'mnist: 60000 images' in result.stderr
 
@@ -69,6 +90,6 @@ def test_empty_data_dir_and_unwritable_workdir(tmp_path):
     result = run_cli('--dataset=folder', f'--data_dir={tmp_path / "empty"}', '--train_steps=1')
     assert result.returncode == 2 and 'is empty' in result.stderr
     blocker = tmp_path / 'a_file'
-    blocker.write_text('a file where the workdir\'s parent should be')
+    blocker.write_text("a file where the workdir's parent should be")
     result = run_cli('--train_steps=1', f'--workdir={blocker / "run"}')
     assert result.returncode == 2 and 'is not writable' in result.stderr

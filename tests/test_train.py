@@ -133,8 +133,15 @@ def test_skipped_files_are_counted_in_tensorboard(tmp_path):
     for i in range(6):
         iio.imwrite(folder / f'{i}.png', rng.integers(0, 255, (20, 20), dtype=np.uint8))
     (folder / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n not really')
-    cfg = tiny_config(dataset='folder', data_dir=str(folder), batch_size=2, train_steps=6, log_every=6,
-                      sample_every=100, checkpoint_every=100)
+    cfg = tiny_config(
+        dataset='folder',
+        data_dir=str(folder),
+        batch_size=2,
+        train_steps=6,
+        log_every=6,
+        sample_every=100,
+        checkpoint_every=100,
+    )
     train.train_and_evaluate(cfg, str(tmp_path / 'run'))
     counts = _scalars(str(tmp_path / 'run' / 'tensorboard' / 'train'), 'data/skipped_images')
     assert counts and counts[-1] >= 1
