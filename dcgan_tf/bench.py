@@ -113,7 +113,7 @@ class _BaselineStep:
         policy = keras.mixed_precision.global_policy().name
         keras.mixed_precision.set_global_policy('float32')
         # Keras' own BatchNormalization, convolutions and dropout, as the tutorial's code gets.
-        plain = cfg.replace(fused_batch_norm=False, fast_conv='off', fast_dropout=False)
+        plain = cfg.replace(fused_batch_norm=False, fast_conv='off', fast_layers=False)
         try:
             self.generator = models.build_generator(plain)
             self.discriminator = models.build_discriminator(plain)
@@ -235,7 +235,7 @@ def bench_step(cfg: Config) -> list[dict[str, Any]]:
                 'steps_per_call': 1,
                 'fused_batch_norm': False,
                 'fast_conv': 'off',
-                'fast_dropout': False,
+                'fast_layers': False,
                 'replicas': 1,
             }
             baseline = _report(
@@ -249,7 +249,7 @@ def bench_step(cfg: Config) -> list[dict[str, Any]]:
             'steps_per_call': cfg.steps_per_call,
             'fused_batch_norm': cfg.fused_batch_norm,
             'fast_conv': cfg.fast_conv,
-            'fast_dropout': cfg.fast_dropout,
+            'fast_layers': cfg.fast_layers,
             'strategy': type(trainer.strategy).__name__,
             'replicas': trainer.num_replicas,
             'device_kind': distribute.device_kind(),

@@ -184,8 +184,10 @@ class Config:
     fused_batch_norm: bool = _field(
         True, "Train BatchNorm with TensorFlow's fused kernel (same maths, much faster on CPU; false: Keras')"
     )
-    fast_dropout: bool = _field(
-        True, "Dropout (the tutorial's D) with a 16-bit random mask, much cheaper to draw (false: Keras')."
+    fast_layers: bool = _field(
+        True,
+        'Dropout and LeakyReLU reimplemented for speed with the same maths (dcgan_tf/dropout.py, '
+        "leaky_relu.py); false: Keras' layers.",
     )
     fast_conv: str = _field(
         'auto',

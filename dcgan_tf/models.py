@@ -13,7 +13,7 @@ import math
 import keras
 from keras import layers
 
-from dcgan_tf import dropout, fast_conv
+from dcgan_tf import dropout, fast_conv, leaky_relu
 from dcgan_tf.config import Config
 from dcgan_tf.fused_bn import FusedBatchNormalization
 
@@ -33,7 +33,12 @@ def _batch_norm_class(cfg: Config) -> type[layers.BatchNormalization]:
 
 def _dropout_class(cfg: Config) -> type[layers.Dropout]:
     # The same units dropped in expectation, with a mask a third as costly to draw (dropout.py).
-    return dropout.Dropout if cfg.fast_dropout else layers.Dropout
+    return dropout.Dropout if cfg.fast_layers else layers.Dropout
+
+
+def _leaky_relu_class(cfg: Config) -> type[layers.LeakyReLU]:
+    # The same gradient, read from the output so grappler can fuse conv + bias + LeakyReLU (leaky_relu.py).
+    return leaky_relu.LeakyReLU if cfg.fast_layers else layers.LeakyReLU
 
 
 def _batch_norm(cfg: Config, seed: int, name: str) -> layers.Layer:
@@ -135,7 +140,7 @@ def build_discriminator(cfg: Config) -> keras.Sequential:
         )
         if i > 0:  # The paper: no BatchNorm on the discriminator's input layer.
             model.add(_batch_norm(cfg, seed + 2 * i + 1, f'conv{i}_bn'))
-        model.add(layers.LeakyReLU(negative_slope=0.2, name=f'conv{i}_lrelu'))
+        model.add(_leaky_relu_class(cfg)(negative_slope=0.2, name=f'conv{i}_lrelu'))
     model.add(layers.Flatten(name='flatten'))
     model.add(layers.Dense(1, kernel_initializer=_weights_init(seed + 2 * n), dtype='float32', name='logit'))
     return model
@@ -150,7 +155,7 @@ def _tutorial_generator(cfg: Config) -> keras.Sequential:
             keras.Input(shape=(cfg.z_dim,), name='z'),
             layers.Dense(7 * 7 * 256, use_bias=False, kernel_initializer=init(seed), name='project'),
             _batch_norm_class(cfg)(name='project_bn'),
-            layers.LeakyReLU(name='project_lrelu'),
+            _leaky_relu_class(cfg)(name='project_lrelu'),
             layers.Reshape((7, 7, 256), name='reshape'),
             fast_conv.Conv2DTranspose(
                 128,
@@ -163,7 +168,7 @@ def _tutorial_generator(cfg: Config) -> keras.Sequential:
                 fast_conv=cfg.fast_conv,
             ),
             _batch_norm_class(cfg)(name='deconv1_bn'),
-            layers.LeakyReLU(name='deconv1_lrelu'),
+            _leaky_relu_class(cfg)(name='deconv1_lrelu'),
             fast_conv.Conv2DTranspose(
                 64,
                 5,
@@ -175,7 +180,7 @@ def _tutorial_generator(cfg: Config) -> keras.Sequential:
                 fast_conv=cfg.fast_conv,
             ),
             _batch_norm_class(cfg)(name='deconv2_bn'),
-            layers.LeakyReLU(name='deconv2_lrelu'),
+            _leaky_relu_class(cfg)(name='deconv2_lrelu'),
             fast_conv.Conv2DTranspose(
                 1,
                 5,
@@ -208,7 +213,7 @@ def _tutorial_discriminator(cfg: Config) -> keras.Sequential:
                 name='conv0',
                 fast_conv=cfg.fast_conv,
             ),
-            layers.LeakyReLU(name='conv0_lrelu'),
+            _leaky_relu_class(cfg)(name='conv0_lrelu'),
             _dropout_class(cfg)(0.3, seed=seed, name='conv0_dropout'),
             fast_conv.Conv2D(
                 128,
@@ -219,7 +224,7 @@ def _tutorial_discriminator(cfg: Config) -> keras.Sequential:
                 name='conv1',
                 fast_conv=cfg.fast_conv,
             ),
-            layers.LeakyReLU(name='conv1_lrelu'),
+            _leaky_relu_class(cfg)(name='conv1_lrelu'),
             _dropout_class(cfg)(0.3, seed=seed + 1, name='conv1_dropout'),
             layers.Flatten(name='flatten'),
             layers.Dense(1, kernel_initializer=init(seed + 2), dtype='float32', name='logit'),
