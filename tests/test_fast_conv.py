@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 from conftest import tiny_config
 
-from dcgan_tf import fast_conv, models
+from dcgan_tf import config, fast_conv, models
 
 
 @pytest.mark.parametrize(
@@ -160,3 +160,7 @@ def test_unsupported_layers_are_refused_when_built():
     with pytest.raises(ValueError, match='one of'):
         fast_conv.Conv2D(4, 5, fast_conv='fast')
     fast_conv.Conv2D(4, (3, 5), fast_conv='off')  # Keras' layer as it is.
+
+
+def test_the_flag_offers_exactly_the_layer_modes():
+    assert config.field_help('fast_conv')[1] == fast_conv.MODES
