@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces the "Measuring quality" results table of README.md on MNIST and Fashion-MNIST:
 # feature classifiers, two short GAN runs, FID/KID/score/coverage of trained G, real held-out data (the
-# floor) and an untrained G (the ceiling), and the discriminator-feature probe. About an hour on 2 CPU cores.
+# floor) and an untrained G (the ceiling), and the discriminator-feature probe. About two hours on 2 CPU
+# cores, most of it the all-labels probe (liblinear on 59,000 x 1,536 features, 4 values of C, twice).
 #
 #   bash benchmarks/results_table.sh [OUT_DIR]        (default runs/results; MNIST IDX files in
 #                                                      ../shared/data/mnist, Fashion-MNIST from the Debian
