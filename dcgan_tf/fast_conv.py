@@ -162,29 +162,31 @@ def conv2d_transpose(x, w, out_shape, stride: int, padding: str, forward_grad: b
 # --- the layers ---
 
 
-def _check_supported(layer: keras.layers.Layer) -> None:
-    if layer.fast_conv not in MODES:
-        raise ValueError(f'{layer.name}: fast_conv must be one of {MODES}, not {layer.fast_conv!r}.')
-    square = layer.kernel_size[0] == layer.kernel_size[1] and layer.strides[0] == layer.strides[1]
-    plain = layer.data_format == 'channels_last' and tuple(layer.dilation_rate) == (1, 1)
-    if layer.fast_conv != 'off' and not (square and plain):
-        raise ValueError(f'{layer.name}: fast_conv needs square NHWC kernels and strides, no dilation.')
-
-
-def _finish(layer: keras.layers.Layer, outputs):
-    if layer.use_bias:
-        outputs = tf.nn.bias_add(outputs, tf.convert_to_tensor(layer.bias))
-    return layer.activation(outputs) if layer.activation is not None else outputs
-
-
-@keras.saving.register_keras_serializable(package='dcgan_tf')
-class Conv2D(keras.layers.Conv2D):
-    """keras.layers.Conv2D that trains with the rewrites chosen by `fast_conv` (one of MODES)."""
+class _FastConvMixin:
+    """What both layers share: the `fast_conv` argument, its checks, its config, bias and activation."""
 
     def __init__(self, *args, fast_conv: str = 'auto', **kwargs):
         super().__init__(*args, **kwargs)
         self.fast_conv = fast_conv
-        _check_supported(self)
+        if fast_conv not in MODES:
+            raise ValueError(f'{self.name}: fast_conv must be one of {MODES}, not {fast_conv!r}.')
+        square = self.kernel_size[0] == self.kernel_size[1] and self.strides[0] == self.strides[1]
+        plain = self.data_format == 'channels_last' and tuple(self.dilation_rate) == (1, 1)
+        if fast_conv != 'off' and not (square and plain):
+            raise ValueError(f'{self.name}: fast_conv needs square NHWC kernels and strides, no dilation.')
+
+    def get_config(self):
+        return {**super().get_config(), 'fast_conv': self.fast_conv}
+
+    def _finish(self, outputs):
+        if self.use_bias:
+            outputs = tf.nn.bias_add(outputs, tf.convert_to_tensor(self.bias))
+        return self.activation(outputs) if self.activation is not None else outputs
+
+
+@keras.saving.register_keras_serializable(package='dcgan_tf')
+class Conv2D(_FastConvMixin, keras.layers.Conv2D):
+    """keras.layers.Conv2D that trains with the rewrites chosen by `fast_conv` (one of MODES)."""
 
     def call(self, inputs, training=None):
         if not training or self.fast_conv == 'off':
@@ -196,20 +198,15 @@ class Conv2D(keras.layers.Conv2D):
         if not (forward or subpixel):  # Keras' ops keep grappler's fusions (convolution + bias).
             return super().call(inputs)
         kernel = tf.convert_to_tensor(self.kernel)  # Cast to the compute dtype under mixed precision.
-        return _finish(self, conv2d(inputs, kernel, stride, padding, forward, subpixel))
-
-    def get_config(self):
-        return {**super().get_config(), 'fast_conv': self.fast_conv}
+        return self._finish(conv2d(inputs, kernel, stride, padding, forward, subpixel))
 
 
 @keras.saving.register_keras_serializable(package='dcgan_tf')
-class Conv2DTranspose(keras.layers.Conv2DTranspose):
+class Conv2DTranspose(_FastConvMixin, keras.layers.Conv2DTranspose):
     """keras.layers.Conv2DTranspose that trains with the rewrites chosen by `fast_conv` (one of MODES)."""
 
     def __init__(self, *args, fast_conv: str = 'auto', **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fast_conv = fast_conv
-        _check_supported(self)
+        super().__init__(*args, fast_conv=fast_conv, **kwargs)
         if self.output_padding is not None and fast_conv != 'off':
             raise ValueError(f'{self.name}: fast_conv does not support output_padding.')
 
@@ -224,7 +221,4 @@ class Conv2DTranspose(keras.layers.Conv2DTranspose):
             return super().call(inputs)
         kernel = tf.convert_to_tensor(self.kernel)
         out_shape = tf.stack([tf.shape(inputs)[0], out[1], out[2], out[3]])
-        return _finish(self, conv2d_transpose(inputs, kernel, out_shape, stride, padding, forward, subpixel))
-
-    def get_config(self):
-        return {**super().get_config(), 'fast_conv': self.fast_conv}
+        return self._finish(conv2d_transpose(inputs, kernel, out_shape, stride, padding, forward, subpixel))

@@ -159,6 +159,8 @@ def test_unsupported_layers_are_refused_when_built():
         fast_conv.Conv2D(4, (3, 5), fast_conv='all')
     with pytest.raises(ValueError, match='one of'):
         fast_conv.Conv2D(4, 5, fast_conv='fast')
+    with pytest.raises(ValueError, match='output_padding'):
+        fast_conv.Conv2DTranspose(4, 5, strides=2, output_padding=1, fast_conv='auto')
     fast_conv.Conv2D(4, (3, 5), fast_conv='off')  # Keras' layer as it is.
 
 
