@@ -351,6 +351,11 @@ def _validate_inside(cfg: Config) -> None:
         _require(
             bool(cfg.out_dir), '--mode=visualize needs --out_dir, the folder to write its pictures into.'
         )
+        path = cfg.classifier_path
+        _require(
+            not path or path.startswith('gs://') or os.path.isfile(path),
+            f'--classifier_path={path} does not exist; train one with --mode=train_classifier.',
+        )
 
 
 def parse_labels_per_class(text: str) -> list[int]:
