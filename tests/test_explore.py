@@ -14,8 +14,7 @@ from dcgan_tf import explore, export, models, sampling
 from dcgan_tf.config import ConfigError
 
 
-@pytest.fixture(scope='module')
-def saved_model(tmp_path_factory):
+def make_export(path: str) -> str:
     """An export of an untrained tiny generator (16x16x1, z_dim 16) whose images vary with z: at N(0, 0.02)
     its pixels would differ by 1e-3 between z's; kernels 10x larger give a per-pixel std of about 0.3."""
     cfg = tiny_config()
@@ -23,9 +22,12 @@ def saved_model(tmp_path_factory):
     for variable in generator.trainable_variables:
         if 'kernel' in variable.path:
             variable.assign(variable * 10.0)
-    path = str(tmp_path_factory.mktemp('export') / 'saved_model')
-    export.save(path, generator, cfg, step=0)
-    return path
+    return export.save(path, generator, cfg, step=0)
+
+
+@pytest.fixture(scope='module')
+def saved_model(tmp_path_factory):
+    return make_export(str(tmp_path_factory.mktemp('export') / 'saved_model'))
 
 
 @pytest.fixture(scope='module')
