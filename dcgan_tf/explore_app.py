@@ -5,7 +5,6 @@ extra `pip install -e '.[explore]'`), nothing of the training code. A handler's 
 sentence in the page's status line.
 """
 
-import os
 import socket
 import tempfile
 from typing import Any
@@ -54,8 +53,8 @@ def _gallery(pictures: np.ndarray, labels: list[str] | None = None) -> list:
     return list(zip(big, labels, strict=True)) if labels else big
 
 
-def _problem(e: ConfigError) -> str:
-    return f'**{e}**'
+def _problem(message: object) -> str:
+    return f'**{message}**'  # Bold in the status line.
 
 
 def build_app(generator: export.LoadedGenerator, title: str, seed: int = 0):
@@ -63,7 +62,9 @@ def build_app(generator: export.LoadedGenerator, title: str, seed: int = 0):
     gr = _gradio()
     meta = generator.metadata
     basis = explore.directions(generator.z_dim)
-    work = tempfile.mkdtemp(prefix='dcgan_explore_')  # GIFs for download; removed with the process' tmp.
+    # The walks' GIFs, until Gradio has copied them into its cache; the folder goes with the page.
+    gifs = tempfile.TemporaryDirectory(prefix='dcgan_explore_')
+    work = gifs.name
     can_invert = generator.generate_float is not None
 
     # --- handlers: (state in) -> (widgets out), each catching bad input into the status line ---
@@ -73,10 +74,10 @@ def build_app(generator: export.LoadedGenerator, title: str, seed: int = 0):
             seed_value = int(seed_value)
             pictures, z = explore.sample_grid(generator, seed_value)
         except (ConfigError, TypeError, ValueError) as e:
-            return gr.update(), None, _problem(ConfigError(str(e)))
+            return gr.update(), None, _problem(e)
         labels = [str(i) for i in range(len(pictures))]
         state = {'seed': seed_value, 'z': z, 'images': pictures}
-        return _gallery(pictures, labels), state, (f'Seed {seed_value}: {len(pictures)} samples.')
+        return _gallery(pictures, labels), state, f'Seed {seed_value}: {len(pictures)} samples.'
 
     def new_seed(seed_value):
         value = int(seed_value or 0) + 1
@@ -84,13 +85,13 @@ def build_app(generator: export.LoadedGenerator, title: str, seed: int = 0):
 
     def pick(grid, picks, evt: gr.SelectData):
         if grid is None:
-            return picks, gr.update(), _problem(ConfigError('Draw a grid first.'))
+            return picks, gr.update(), _problem('Draw a grid first.')
         index = int(evt.index)
         try:
             picks = explore.toggle_pick(picks, f'seed {grid["seed"]} #{index}', grid['z'][index])
         except ConfigError as e:
             return picks, gr.update(), _problem(e)
-        return picks, _picks_gallery(picks), (f'{len(picks)} picked.')
+        return picks, _picks_gallery(picks), f'{len(picks)} picked.'
 
     def _picks_gallery(picks):
         if not picks:
@@ -99,18 +100,19 @@ def build_app(generator: export.LoadedGenerator, title: str, seed: int = 0):
         return _gallery(pictures, [f'{i + 1}: {p.key}' for i, p in enumerate(picks)])
 
     def clear_picks():
-        return [], [], ('Picks cleared.')
+        return [], [], 'Picks cleared.'
 
     def run_walk(picks, steps, spherical):
         try:
             frames, _ = explore.walk(generator, picks, int(steps), spherical == 'slerp')
         except ConfigError as e:
             return gr.update(), gr.update(), gr.update(), gr.update(), None, _problem(e)
-        path = explore.write_gif(os.path.join(work, f'walk_{len(os.listdir(work))}.gif'), frames)
+        with tempfile.NamedTemporaryFile(dir=work, prefix='walk_', suffix='.gif', delete=False) as f:
+            path = explore.write_gif(f.name, frames)
         big = _gallery(frames)
         slider = gr.update(minimum=0, maximum=len(frames) - 1, value=0, interactive=True)
         message = f'Walk of {len(frames)} frames from pick 1 to pick 2.'
-        return big, slider, big[0], gr.update(value=path, visible=True), frames, (message)
+        return big, slider, big[0], gr.update(value=path, visible=True), frames, message
 
     def show_frame(frames, t):
         if frames is None or len(frames) == 0:
@@ -124,11 +126,11 @@ def build_app(generator: export.LoadedGenerator, title: str, seed: int = 0):
                 gr.update(),
                 [],
                 [],
-                _problem(ConfigError(f'Pick samples first, then "Set {name}".')),
+                _problem(f'Pick samples first, then "Set {name}".'),
             )
         groups = {**groups, name: list(picks)}
         sizes = ', '.join(f'{k}: {len(groups.get(k, []))}' for k in 'ABC')
-        return groups, _groups_text(groups), [], [], (f'Group {name} set ({sizes}).')
+        return groups, _groups_text(groups), [], [], f'Group {name} set ({sizes}).'
 
     def _groups_text(groups):
         return ' | '.join(f'**{k}**: {", ".join(p.key for p in groups.get(k, [])) or "empty"}' for k in 'ABC')
@@ -140,11 +142,11 @@ def build_app(generator: export.LoadedGenerator, title: str, seed: int = 0):
             return gr.update(), gr.update(), _problem(e)
         means = _gallery(result['means'], ['mean A', 'mean B', 'mean C'])
         grid = images.make_grid(explore.enlarge(result['images']), rows=3, pad_value=255)
-        return means, _display(grid), ('A - B + C in the centre, 8 perturbed copies around it.')
+        return means, _display(grid), 'A - B + C in the centre, 8 perturbed copies around it.'
 
     def move_along(picks, *amounts):
         if not picks:
-            return gr.update(), _problem(ConfigError('Pick a sample first: the sliders move the last pick.'))
+            return gr.update(), _problem('Pick a sample first: the sliders move the last pick.')
         picture = generator.generate(explore.move(picks[-1].z, basis, list(amounts)))
         return _gallery(picture)[0], (
             f'Moved pick {len(picks)} by {", ".join(f"{a:+.1f}" for a in amounts)}.'
@@ -152,22 +154,22 @@ def build_app(generator: export.LoadedGenerator, title: str, seed: int = 0):
 
     def invert(upload, picks):
         if not can_invert:
-            return gr.update(), picks, gr.update(), _problem(ConfigError(_OLD_EXPORT))
+            return gr.update(), picks, gr.update(), _problem(_OLD_EXPORT)
         if upload is None:
-            return gr.update(), picks, gr.update(), _problem(ConfigError('Upload an image first.'))
+            return gr.update(), picks, gr.update(), _problem('Upload an image first.')
         try:
             result = explore.image_to_z(generator, upload)
         except ConfigError as e:
             return gr.update(), picks, gr.update(), _problem(e)
         labels = [
-            f'step {s}: {e:.4f}' for s, e in zip(result['snapshot_steps'], result['errors'], strict=True)
+            f'step {s}: {e:.3g}' for s, e in zip(result['snapshot_steps'], result['errors'], strict=True)
         ]
         trajectory = _gallery(
             np.concatenate([result['target'][None], result['trajectory']]), ['target', *labels]
         )
         picks = [*picks, explore.Pick(f'image #{len(picks) + 1}', result['z'])][-explore.MAX_PICKS :]
         message = f'Found z with mean squared pixel error {result["errors"][-1]:.3g}; added it to the picks.'
-        return trajectory, picks, _picks_gallery(picks), (message)
+        return trajectory, picks, _picks_gallery(picks), message
 
     # --- the page ---
 
@@ -182,7 +184,9 @@ def build_app(generator: export.LoadedGenerator, title: str, seed: int = 0):
             elem_id=elem_id,
         )
 
-    with gr.Blocks(title='dcgan_tf explorer', analytics_enabled=False) as app:
+    # delete_cache: Gradio's copies of the pictures shown go after an hour, and all of them at shutdown.
+    with gr.Blocks(title='dcgan_tf explorer', analytics_enabled=False, delete_cache=(3600, 3600)) as app:
+        app.gif_folder = gifs  # Removed with the app (TemporaryDirectory's finaliser).
         grid_state = gr.State(None)
         picks_state = gr.State([])
         groups_state = gr.State({})
@@ -294,7 +298,8 @@ def launch(app, host: str, port: int, block: bool) -> str:
 
 def serve(saved_model: str, cfg: Config) -> dict[str, Any]:
     """`--mode=explore`: serves the page for the export at `saved_model` on --host:--port until Ctrl-C."""
-    _gradio()  # The one-sentence error before the export is loaded.
+    _gradio()  # Both one-sentence errors before the export is loaded.
+    check_port(cfg.host, cfg.port)
     generator = export.load(saved_model, cfg.sampler)
     app = build_app(generator, saved_model, cfg.seed)
     logging.info(
