@@ -5,6 +5,7 @@ extra `pip install -e '.[explore]'`), nothing of the training code. A handler's 
 sentence in the page's status line.
 """
 
+import os
 import socket
 import tempfile
 from typing import Any
@@ -58,7 +59,7 @@ def _problem(message: object) -> str:
 
 
 def build_app(generator: export.LoadedGenerator, title: str, seed: int = 0):
-    """The page as a gradio.Blocks (not launched)."""
+    """The page as a gradio.Blocks (not launched); `title` names the export in its header."""
     gr = _gradio()
     meta = generator.metadata
     basis = explore.directions(generator.z_dim)
@@ -161,9 +162,7 @@ def build_app(generator: export.LoadedGenerator, title: str, seed: int = 0):
             result = explore.image_to_z(generator, upload)
         except ConfigError as e:
             return gr.update(), picks, gr.update(), _problem(e)
-        labels = [
-            f'step {s}: {e:.3g}' for s, e in zip(result['snapshot_steps'], result['errors'], strict=True)
-        ]
+        labels = [f'{s}: {e:.2g}' for s, e in zip(result['snapshot_steps'], result['errors'], strict=True)]
         trajectory = _gallery(
             np.concatenate([result['target'][None], result['trajectory']]), ['target', *labels]
         )
@@ -244,7 +243,9 @@ def build_app(generator: export.LoadedGenerator, title: str, seed: int = 0):
                 elem_id='upload',
             )
             invert_button = gr.Button('find z', elem_id='invert', variant='primary', interactive=can_invert)
-        trajectory_view = gallery('target, then the trajectory', 9, 160, 'trajectory')
+        trajectory_view = gallery(
+            'target, then the trajectory (step: mean squared pixel error)', 9, 160, 'trajectory'
+        )
 
         # --- wiring ---
         app.load(show_grid, [seed_box], [grid, grid_state, status])
@@ -301,7 +302,9 @@ def serve(saved_model: str, cfg: Config) -> dict[str, Any]:
     _gradio()  # Both one-sentence errors before the export is loaded.
     check_port(cfg.host, cfg.port)
     generator = export.load(saved_model, cfg.sampler)
-    app = build_app(generator, saved_model, cfg.seed)
+    # The run folder and the export's, enough to tell runs apart without the machine's whole path.
+    title = '/'.join(os.path.normpath(saved_model).split(os.sep)[-2:])
+    app = build_app(generator, title, cfg.seed)
     logging.info(
         'Serving the explorer of %s on http://%s:%d/ (Ctrl-C stops it).', saved_model, cfg.host, cfg.port
     )

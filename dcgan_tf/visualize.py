@@ -96,18 +96,22 @@ def guided_picture(discriminator, pool: np.ndarray, num_features: int) -> tuple[
     return picture, facts
 
 
-def filters_picture(discriminator) -> np.ndarray:
-    """The first convolution's kernels [K, K, C, F] as a tile of F small images, mid-grey = 0."""
+def filters_picture(discriminator) -> tuple[np.ndarray, dict[str, float]]:
+    """The first convolution's kernels [K, K, C, F] as a tile of F small images, mid-grey = 0, and their
+    {'std', 'coherence'} (the weights start at std 0.02 and coherence about 0: noise)."""
+    from dcgan_tf import guided_backprop  # noqa: PLC0415
+
     kernel = np.asarray(discriminator.layers[0].kernel, np.float32)
     if kernel.ndim != 4:
         raise ConfigError(
             f'{discriminator.layers[0].name} is not a convolution; there are no filters to draw.'
         )
     tiles = np.transpose(kernel, (3, 0, 1, 2))  # [F, K, K, C]
+    facts = {'std': float(kernel.std()), 'coherence': float(np.mean(guided_backprop.coherence(tiles)))}
     scale = np.abs(tiles).reshape(len(tiles), -1).max(axis=1)
     tiles = np.round(127.5 + 127.5 * tiles / np.maximum(scale, 1e-12)[:, None, None, None]).astype(np.uint8)
     rows = max(1, int(np.sqrt(len(tiles) / 2)))  # About twice as wide as tall.
-    return images.make_grid(_enlarge(tiles, 40), rows=rows, pad_value=255)
+    return images.make_grid(_enlarge(tiles, 40), rows=rows, pad_value=255), facts
 
 
 def feature_maps_picture(discriminator, real: np.ndarray) -> np.ndarray:
@@ -188,7 +192,7 @@ def run(cfg: Config, workdir: str, out_dir: str) -> dict[str, Any]:
     random_d = models.build_discriminator(run_cfg.replace(seed=run_cfg.seed + 1))
     train = _training_images(run_cfg)
     pool = train[:FEATURE_POOL].astype(np.float32) / 127.5 - 1.0
-    files, result = {}, {'step': step, 'workdir': workdir}
+    files, result = {}, {'step': step}
 
     def save(name: str, picture: np.ndarray) -> None:
         files[name] = os.path.join(out_dir, f'{name}.png')
@@ -197,7 +201,10 @@ def run(cfg: Config, workdir: str, out_dir: str) -> dict[str, Any]:
     left, result['trained'] = guided_picture(trained, pool, cfg.num_features)
     right, result['random'] = guided_picture(random_d, pool, cfg.num_features)
     save('guided_backprop', _beside(left, right))
-    save('first_layer_filters', _beside(filters_picture(trained), filters_picture(random_d)))
+    (left, result['trained']['filters']), (right, result['random']['filters']) = map(
+        filters_picture, (trained, random_d)
+    )
+    save('first_layer_filters', _beside(left, right))
     real = pool[:MAP_IMAGES]
     save('feature_maps', _beside(feature_maps_picture(trained, real), feature_maps_picture(random_d, real)))
 

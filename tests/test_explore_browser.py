@@ -42,7 +42,7 @@ CHROMIUM_FLAGS = (
     '--disable-component-update',
     '--disable-sync',
     '--disable-dev-shm-usage',
-    '--window-size=1400,2400',
+    '--window-size=1400,2700',
 )
 
 
@@ -63,7 +63,7 @@ def page(tmp_path_factory):
         str(tmp_path_factory.mktemp('export') / 'saved_model')
     )
     generator = export.load(path)
-    app = explore_app.build_app(generator, path, seed=0)
+    app = explore_app.build_app(generator, '/'.join(os.path.normpath(path).split(os.sep)[-2:]), seed=0)
     url = explore_app.launch(app, '127.0.0.1', _free_port(), block=False)
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -146,6 +146,17 @@ def test_explorer_in_a_browser(page, tmp_path):
     np.testing.assert_array_equal(frames[-1], explore.enlarge(expected[5]))  # ... to pick 2,
     assert len({f.tobytes() for f in frames}) > 2  # through other images.
     assert browser.find_element(By.ID, 'walk_gif').is_displayed()
+
+    # --- A - B + C: the two picks are group A, then one sample each for B and C ---
+    for group, index in (('A', None), ('B', 3), ('C', 13)):
+        if index is not None:
+            _click(browser, 'grid', index)
+            _wait(browser, lambda: len(_sources(browser, 'picks')) == 1, f'the pick for {group}')
+        _click(browser, f'set_{group}')
+        _wait(browser, lambda g=group: f'Group {g} set' in _status(browser), f'group {group}')
+    _click(browser, 'arithmetic')
+    _wait(browser, lambda: len(_sources(browser, 'means')) == 3, 'the arithmetic')
+    assert len(_sources(browser, 'arithmetic_result')) == 1
 
     # --- image to z: a wrong size is a message in the page; a right one gets a trajectory ---
     resolution = int(generator.metadata['resolution'])

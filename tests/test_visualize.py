@@ -103,6 +103,7 @@ def test_trained_guided_maps_are_more_coherent_than_random(pictures):
     # Random D's maps are pixel noise (coherence 0.07 here); 100 steps of training give strokes (0.19).
     assert trained['coherence'] > random_d['coherence'] + 0.06, (trained['coherence'], random_d['coherence'])
     assert min(trained['responses']) > max(random_d['responses'])
+    assert abs(random_d['filters']['std'] - 0.02) < 0.004  # N(0, 0.02), as initialised.
 
 
 def test_pictures_are_written_trained_beside_random(pictures):
