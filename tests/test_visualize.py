@@ -14,16 +14,16 @@ from dcgan_tf import classifier, guided_backprop, neighbours, train, visualize
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
-    """100 steps on the embedded digits at 28x28, widths 8: (cfg, workdir). D learns strokes by then."""
+    """60 steps on the embedded digits at 28x28, widths 8: (cfg, workdir). D learns strokes by then."""
     workdir = str(tmp_path_factory.mktemp('run'))
     cfg = tiny_config(
         dataset='embedded',
         resolution=28,
         batch_size=32,
-        train_steps=100,
-        log_every=100,
-        sample_every=100,
-        checkpoint_every=100,
+        train_steps=60,
+        log_every=60,
+        sample_every=60,
+        checkpoint_every=60,
         ema_decay=0.0,
     )
     train.train_and_evaluate(cfg, workdir)
@@ -100,7 +100,8 @@ def test_trained_guided_maps_are_more_coherent_than_random(pictures):
     trained, random_d = result['trained'], result['random']
     assert trained['layer'] == random_d['layer'] == 'conv1_lrelu'
     assert len(trained['features']) == 6 and np.shape(trained['images']) == (6, 6)
-    # Random D's maps are pixel noise (coherence 0.07 here); 100 steps of training give strokes (0.19).
+    # Random D's maps are pixel noise (coherence 0.07 here); 60 steps of training give strokes (0.35; 0.19
+    # after 100 steps, 0.46 after 150 at batch 16: it moves with the features picked, far above noise).
     assert trained['coherence'] > random_d['coherence'] + 0.06, (trained['coherence'], random_d['coherence'])
     assert min(trained['responses']) > max(random_d['responses'])
     assert abs(random_d['filters']['std'] - 0.02) < 0.004  # N(0, 0.02), as initialised.
