@@ -222,3 +222,29 @@ def test_bad_explore_flags(monkeypatch, capsys, tmp_path):
     assert status == 2 and '--port=70000 must be between 1 and 65535' in err
     status, err = _cli(['--host= '], monkeypatch, capsys)
     assert status == 2 and '--host' in err
+
+
+def test_the_explorer_imports_no_training_code():
+    """Follows the dcgan_tf imports of explore_app (at module level, and inside its own functions)."""
+    import ast
+    import os
+
+    from conftest import REPO_ROOT
+
+    seen, todo = set(), ['explore_app']
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        tree = ast.parse(open(os.path.join(REPO_ROOT, 'dcgan_tf', f'{name}.py')).read())
+        # Every import of the explorer's own modules; module-level ones only for what they use (export
+        # imports the model builders inside its checkpoint functions, which the explorer never calls).
+        nodes = ast.walk(tree) if name.startswith('explore') else tree.body
+        for node in nodes:
+            if isinstance(node, ast.ImportFrom) and node.module == 'dcgan_tf':
+                todo += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and (node.module or '').startswith('dcgan_tf.'):
+                todo.append(node.module.split('.')[1])
+    assert 'export' in seen and 'explore' in seen
+    assert not seen & {'train', 'models', 'data', 'losses', 'distribute'}, seen
