@@ -25,6 +25,9 @@ MODES = (
     'train_classifier',
     'prepare',
     'bench',
+    'summary',
+    'visualize',
+    'explore',
 )
 DATASETS = ('embedded', 'synthetic', 'mnist', 'fashion_mnist', 'folder', 'celeb_a', 'lsun_lmdb')
 # Open-ended --dataset values: lsun/<category>, tfds:<any tfds image data set>, tfrecord:<prepared folder>.
@@ -36,7 +39,7 @@ MODEL_FLAGS = ('arch', 'resolution', 'channels', 'z_dim', 'gf_dim', 'df_dim')
 FEATURE_NETS = ('inception', 'mnist', 'fashion_mnist')
 EVAL_SOURCES = ('generator', 'untrained', 'real')
 # Modes that read an exported SavedModel; ablate reads a checkpoint.
-SAVED_MODEL_MODES = ('sample', 'interpolate', 'arithmetic')
+SAVED_MODEL_MODES = ('sample', 'interpolate', 'arithmetic', 'explore')
 # Enough for any grid a person looks at; more would be one giant batch in memory.
 MAX_SAMPLES = 4096
 MAX_SEED = 2**63 - 1  # The SavedModel's seed is an int64.
@@ -154,6 +157,14 @@ class Config:
         '', 'Generator layer whose feature maps are zeroed (default: the last hidden one).'
     )
     ablate_filters: str = _field('', 'Feature maps to zero: indices like 0,5,7 or top:N (the N most active).')
+    # --- looking inside (visualize, explore) ---
+    num_features: int = _field(
+        6, "Features of D's last convolution shown by --mode=visualize (the most active ones; paper: 6)."
+    )
+    port: int = _field(7860, 'Port of the --mode=explore page.')
+    host: str = _field(
+        '127.0.0.1', 'Address the --mode=explore page listens on (0.0.0.0: every network interface).'
+    )
     # --- robustness (issue 8) ---
     on_nan: str = _field(
         'stop',
@@ -328,7 +339,23 @@ def validate(cfg: Config) -> Config:
     _validate_distribution(cfg)
     _validate_evaluation(cfg)
     _validate_data_sets(cfg)
+    _validate_inside(cfg)
     return cfg
+
+
+def _validate_inside(cfg: Config) -> None:
+    _require(1 <= cfg.num_features <= 64, f'--num_features={cfg.num_features} must be between 1 and 64.')
+    _require(1 <= cfg.port <= 65535, f'--port={cfg.port} must be between 1 and 65535.')
+    _require(bool(cfg.host.strip()), '--host must not be empty (127.0.0.1 serves this machine only).')
+    if cfg.mode == 'visualize':
+        _require(
+            bool(cfg.out_dir), '--mode=visualize needs --out_dir, the folder to write its pictures into.'
+        )
+        path = cfg.classifier_path
+        _require(
+            not path or path.startswith('gs://') or os.path.isfile(path),
+            f'--classifier_path={path} does not exist; train one with --mode=train_classifier.',
+        )
 
 
 def parse_labels_per_class(text: str) -> list[int]:

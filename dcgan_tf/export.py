@@ -71,6 +71,11 @@ class _Sampler(tf.Module):
         self.sample = tf.function(
             self._sample, input_signature=[spec([], tf.int32, name='num'), spec([], tf.int64, name='seed')]
         )
+        # Not a signature: a plain function of the module, for callers that differentiate through G
+        # (image to z); the signatures end in a uint8 cast, which has no gradient.
+        self.generate_float = tf.function(
+            self._generate_float, input_signature=[spec([None, z_dim], tf.float32, name='z')]
+        )
         self.interpolate = tf.function(
             self._interpolate,
             input_signature=[
@@ -83,6 +88,9 @@ class _Sampler(tf.Module):
 
     def _generate(self, z):
         return {'images': _to_uint8(self.generator(z, training=False))}
+
+    def _generate_float(self, z):
+        return tf.cast(self.generator(z, training=False), tf.float32)
 
     def _sample(self, num, seed):
         checks = [
@@ -222,6 +230,8 @@ class LoadedGenerator:
         self.sampler = getattr(module, sampler)
         self.metadata = json.loads(module.metadata_json.numpy().decode())
         self.z_dim = int(self.metadata['z_dim'])
+        # z [N, z_dim] -> float32 images in [-1, 1], differentiable; None in exports made before it.
+        self.generate_float = getattr(self.sampler, 'generate_float', None)
 
     def check_z(self, z: np.ndarray, what: str = 'z') -> np.ndarray:
         z = np.asarray(z, np.float32)

@@ -136,6 +136,18 @@ def main(argv: list[str]) -> None:
             from dcgan_tf import sampling
 
             sampling.run(cfg)
+        elif cfg.mode == 'summary':
+            from dcgan_tf import summary
+
+            summary.run(cfg, cfg.workdir if FLAGS['workdir'].present else None)
+        elif cfg.mode == 'visualize':
+            from dcgan_tf import visualize
+
+            visualize.run(cfg, cfg.workdir, cfg.out_dir)
+        elif cfg.mode == 'explore':
+            from dcgan_tf import explore_app
+
+            explore_app.serve(cfg.saved_model or os.path.join(cfg.workdir, 'saved_model'), cfg)
         else:
             _fail(f'--mode={cfg.mode} is not available yet in this version.')
     except config_lib.ConfigError as e:  # data.DataError included: bad input, not a bug.

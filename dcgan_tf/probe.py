@@ -185,7 +185,8 @@ def format_table(result: dict[str, Any]) -> str:
     return '\n'.join(lines)
 
 
-def _trained_discriminator(cfg: Config, workdir: str):
+def restore_discriminator(workdir: str):
+    """(run Config, D with the latest checkpoint's weights, step) of the run in `workdir`."""
     import tensorflow as tf  # noqa: PLC0415
 
     from dcgan_tf import export, models  # noqa: PLC0415
@@ -216,7 +217,7 @@ def run(cfg: Config, workdir: str) -> dict[str, Any]:
             f'not {cfg.dataset}.'
         )
     counts = parse_labels_per_class(cfg.probe_labels_per_class)
-    run_cfg, trained, step = _trained_discriminator(cfg, workdir)
+    run_cfg, trained, step = restore_discriminator(workdir)
     # The data at the resolution and channels D was trained on.
     data_cfg = cfg.replace(resolution=run_cfg.resolution, channels=run_cfg.channels)
     train_source = data.load_source(data_cfg, 'train')

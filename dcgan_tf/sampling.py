@@ -59,6 +59,18 @@ def _check_indices(indices: list[int], size: int, flag: str, what: str) -> list[
     return indices
 
 
+def perturbed_sum(a: np.ndarray, b: np.ndarray, c: np.ndarray, scale: float, seed: int) -> np.ndarray:
+    """z [9, z_dim]: mean(A) - mean(B) + mean(C) in the centre (index 4), and 8 copies with uniform noise.
+
+    The paper: "uniform noise sampled with scale +-0.25 was added to Y to produce the 8 other samples".
+    a, b, c are the groups' z's, [n, z_dim] each.
+    """
+    result = a.mean(axis=0) - b.mean(axis=0) + c.mean(axis=0)
+    noise = np.random.default_rng(seed).uniform(-scale, scale, (GRID_CELLS, len(result)))
+    noise[GRID_CELLS // 2] = 0.0
+    return (result[None] + noise).astype(np.float32)
+
+
 # --- from a SavedModel ---
 
 
@@ -137,12 +149,7 @@ def arithmetic(cfg: Config) -> dict[str, Any]:
         indices = parse_indices(getattr(cfg, name), name)
         groups[name] = _check_indices(indices, len(bank), name, f'--z_file holds {len(bank)} z')
     means = {name: bank[idx].mean(axis=0) for name, idx in groups.items()}
-    result = means['group_a'] - means['group_b'] + means['group_c']
-    # The paper: "uniform noise sampled with scale +-0.25 was added to Y to produce the 8 other samples".
-    scale = cfg.perturb_scale
-    noise = np.random.default_rng(cfg.seed).uniform(-scale, scale, (GRID_CELLS, len(result)))
-    noise[GRID_CELLS // 2] = 0.0
-    z = (result[None] + noise).astype(np.float32)
+    z = perturbed_sum(*(bank[idx] for idx in groups.values()), cfg.perturb_scale, cfg.seed)
     pictures = generator.generate(z)
 
     # The groups: members, a blank, then the mean's image; rows padded with blanks to one width.
