@@ -319,12 +319,69 @@ def _hold_out(items, split: str, holdout: int, what: str):
 # --- folders (and the img_align_celeba folder) ---
 
 
+def _is_url(path: str) -> bool:
+    """gs://, ram://, s3://: paths only tf.io.gfile can read, and which have no symlinks."""
+    return '://' in path
+
+
+def _local_image_files(data_dir: str) -> tuple[list[str], int]:
+    """Image files under a local folder, following symlinks but reaching each folder and file once.
+
+    Returns the files (sorted) and how many folders or files were left out as second names of ones
+    already listed: a link back up the tree (sub/loop -> ..) would otherwise be walked until the path
+    grew too long, counting every file dozens of times.
+    """
+
+    def identity(path: str) -> tuple[int, int] | None:
+        try:
+            st = os.stat(path)  # Follows links: a link and its target are one folder or file.
+        except OSError:
+            return None  # A dangling link: listed, then skipped (and counted) like any unreadable file.
+        return st.st_dev, st.st_ino
+
+    seen_dirs, left_out, candidates = {identity(data_dir)}, 0, []
+    for root, dirs, names in os.walk(data_dir, followlinks=True):
+        kept = []
+        for name in sorted(dirs):  # Sorted, so which of two names for a folder is kept never varies.
+            key = identity(os.path.join(root, name))
+            if key is None or key in seen_dirs:
+                left_out += key is not None
+                continue
+            seen_dirs.add(key)
+            kept.append(name)
+        dirs[:] = kept
+        candidates.extend(os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
+    files, seen_files = [], set()
+    for path in sorted(candidates):
+        key = identity(path)
+        if key is not None and key in seen_files:
+            left_out += 1
+            continue
+        seen_files.add(key)
+        files.append(path)
+    return files, left_out
+
+
 def list_image_files(data_dir: str) -> list[str]:
-    """Every image file under `data_dir`, recursively, in a stable (sorted) order."""
-    files = []
-    for root, _, names in tf.io.gfile.walk(data_dir):
-        files.extend(os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
-    return sorted(files)
+    """Every image file under `data_dir`, recursively, in a stable (sorted) order.
+
+    Symlinked files and folders are followed, but a folder or file reached under a second name (a
+    symlink loop, an alias, a hard link) is listed once, with a warning. URL-style paths go to gfile.
+    """
+    if _is_url(data_dir):
+        files = []
+        for root, _, names in tf.io.gfile.walk(data_dir):
+            files.extend(os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
+        return sorted(files)
+    files, left_out = _local_image_files(data_dir)
+    if left_out:
+        logging.warning(
+            '--data_dir=%s: left out %d symlinked folder(s) or file(s) that lead to ones already listed '
+            '(a symlink loop or a second name); each image is read once.',
+            data_dir,
+            left_out,
+        )
+    return files
 
 
 def _check_some_decode(sample: list, read: Callable[[object], bytes], what: str) -> None:

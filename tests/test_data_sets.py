@@ -199,6 +199,36 @@ def test_folders_without_images_fail_before_training(tmp_path):
         data.load_source(tiny_config(dataset='folder', data_dir=str(tmp_path / 'bad')))
 
 
+def _tiny_pngs(*paths):
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        iio.imwrite(path, np.zeros((8, 8, 3), np.uint8))
+
+
+def test_a_symlink_loop_is_walked_once(tmp_path):
+    _tiny_pngs(tmp_path / 'a.png', tmp_path / 'b.png', tmp_path / 'sub' / 'c.png')
+    os.symlink('..', tmp_path / 'sub' / 'loop')  # followed blindly: every file again until ELOOP
+    source = data.load_source(tiny_config(dataset='folder', data_dir=str(tmp_path), channels=3))
+    assert [os.path.relpath(f, tmp_path) for f in source.files] == ['a.png', 'b.png', 'sub/c.png']
+
+
+def test_symlinks_are_followed_but_no_file_is_listed_twice(tmp_path):
+    root, elsewhere = tmp_path / 'photos', tmp_path / 'elsewhere'
+    _tiny_pngs(root / 'a.png', root / 'sub' / 'c.png', elsewhere / 'more' / 'd.png', elsewhere / 'e.png')
+    os.symlink(root / 'sub', root / 'z_alias')  # a second name for a folder already listed
+    os.symlink(root / 'a.png', root / 'sub' / 'same_as_a.png')  # a second name for a file
+    os.link(root / 'a.png', root / 'hard_link_to_a.png')
+    os.symlink(elsewhere / 'more', root / 'linked_folder')  # leads to a new file: followed
+    os.symlink(elsewhere / 'e.png', root / 'linked.png')  # a new file: followed
+    names = [os.path.relpath(f, root) for f in data.list_image_files(str(root))]
+    assert names == ['a.png', 'linked.png', 'linked_folder/d.png', 'sub/c.png']
+    # URL-style folders (gs://) have no symlinks and are listed through gfile.
+    for name in ('ram://photos/sub/c.png', 'ram://photos/a.png'):
+        tf.io.gfile.makedirs(os.path.dirname(name))
+        tf.io.write_file(name, (root / 'a.png').read_bytes())
+    assert data.list_image_files('ram://photos') == ['ram://photos/a.png', 'ram://photos/sub/c.png']
+
+
 def test_celeb_a_folder_with_official_partition(tmp_path):
     folder = tmp_path / 'img_align_celeba'
     folder.mkdir()
