@@ -384,14 +384,25 @@ def list_image_files(data_dir: str) -> list[str]:
     return files
 
 
-def _check_some_decode(sample: list, read: Callable[[object], bytes], what: str) -> None:
-    """Fails before training when none of a few evenly spaced items is an image."""
+def _check_some_decode(cfg: Config, sample: list, read: Callable[[object], bytes], what: str) -> None:
+    """Fails before training when none of a few evenly spaced items gives an image.
+
+    Each item goes through the pipeline's own decode (size guard, crop, resize), so an item that
+    passes here is one the pipeline uses: the pipeline cannot then skip every item, forever.
+    """
+    too_large = 0
     for item in sample:
         try:
-            tf.io.decode_image(read(item), expand_animations=False)
+            decode_and_fit(read(item), cfg.crop, cfg.resolution, cfg.channels)
             return
-        except (tf.errors.OpError, OSError):
-            continue
+        except (tf.errors.OpError, OSError) as e:
+            too_large += image_headers.TOO_LARGE in str(e)
+    if too_large:
+        raise DataError(
+            f'No sampled item of {what} can be used: {too_large} of {len(sample)} are over the size limit '
+            f'of {image_headers.MAX_PIXELS:,} pixels (which keeps a decompression bomb from filling memory) '
+            f'and the rest do not decode; shrink the images below that limit.'
+        )
     raise DataError(f'None of {len(sample)} sampled items of {what} decodes as an image: wrong data?')
 
 
@@ -411,7 +422,7 @@ def _folder_source(
         if not files:
             raise DataError(f'No image of {cfg.data_dir} is in the {split} part of list_eval_partition.txt.')
     files = _hold_out(files, split, cfg.eval_holdout, cfg.data_dir)
-    _check_some_decode(_sample(files), lambda f: tf.io.read_file(f), f'--data_dir={cfg.data_dir}')
+    _check_some_decode(cfg, _sample(files), lambda f: tf.io.read_file(f), f'--data_dir={cfg.data_dir}')
     return Source(name=f'{name}:{cfg.data_dir}', files=tuple(files))
 
 
@@ -540,7 +551,7 @@ def _lmdb_source(cfg: Config, split: str) -> Source:
         raise DataError(f'The LMDB database {cfg.data_dir} is empty.')
     keys = _hold_out(keys, split, cfg.eval_holdout, cfg.data_dir)
     fetch_one = lambda k: _lmdb_fetch(cfg.data_dir.encode(), np.array([k], dtype=object))[0]  # noqa: E731
-    _check_some_decode(_sample(keys), fetch_one, cfg.data_dir)
+    _check_some_decode(cfg, _sample(keys), fetch_one, cfg.data_dir)
     return Source(name=f'lsun_lmdb:{cfg.data_dir}', keys=keys, lmdb_path=cfg.data_dir)
 
 

@@ -229,6 +229,18 @@ def test_symlinks_are_followed_but_no_file_is_listed_twice(tmp_path):
     assert data.list_image_files('ram://photos') == ['ram://photos/a.png', 'ram://photos/sub/c.png']
 
 
+def test_a_folder_of_only_too_large_images_stops_before_training(tmp_path):
+    # 8000 x 6400 = 51.2 megapixels: it decodes, but the pipeline's size guard refuses it, so a start-up
+    # check that decoded it without the guard would pass and training would then wait for an image forever.
+    Image.new('L', (8000, 6400)).save(tmp_path / 'huge.png')
+    cfg = tiny_config(dataset='folder', data_dir=str(tmp_path))
+    with pytest.raises(data.DataError, match='size limit of 50,000,000 pixels') as error:
+        data.load_source(cfg)
+    assert str(error.value).count('. ') == 0 and f'--data_dir={tmp_path}' in str(error.value)
+    iio.imwrite(tmp_path / 'small.png', np.zeros((8, 8), np.uint8))  # one usable image is enough
+    assert data.load_source(cfg).num_examples == 2
+
+
 def test_celeb_a_folder_with_official_partition(tmp_path):
     folder = tmp_path / 'img_align_celeba'
     folder.mkdir()
