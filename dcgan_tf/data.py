@@ -39,6 +39,8 @@ IDX_FILES = {
 CELEBA_PARTITIONS = {'train': 0, 'validation': 1, 'test': 2}
 MANIFEST = 'manifest.json'
 MANIFEST_FORMAT = 'dcgan_tf.prepared/1'
+# Brackets around the sentence of a check that fails inside tf.data (see pipeline_error_message).
+PIPELINE_ERROR = ('<<dcgan_tf data error: ', ' :dcgan_tf data error>>')
 # Streams shuffle encoded records, not keys: 16k records of ~12-20 kB is a few hundred MB of memory.
 STREAM_SHUFFLE_CAP = 16384
 LMDB_FETCH_BATCH = 64  # Keys looked up per Python call: amortises numpy_function's overhead.
@@ -540,7 +542,8 @@ def _open_lmdb(path: str):
 def _lmdb_fetch(path: bytes, keys: np.ndarray) -> np.ndarray:
     """Values of `keys` (b'' for a missing one, which then fails to decode and is skipped)."""
     with _open_lmdb(path.decode()).begin() as txn:
-        return np.array([txn.get(bytes(k)) or b'' for k in keys], dtype=object)
+        # b'' (a pass end) is no LMDB key: LMDB refuses empty keys.
+        return np.array([(txn.get(bytes(k)) if len(k) else None) or b'' for k in keys], dtype=object)
 
 
 def _lmdb_source(cfg: Config, split: str) -> Source:
@@ -675,15 +678,101 @@ def _raw_records(source: Source, keys: tf.data.Dataset) -> tf.data.Dataset:
     return keys.batch(LMDB_FETCH_BATCH).map(fetch, num_parallel_calls=AUTOTUNE).unbatch()
 
 
-def decode_counted(cfg: Config, source: Source, raw: tf.data.Dataset) -> tf.data.Dataset:
-    """Encoded bytes -> uint8 images in order; the undecodable ones dropped and added to source.skipped."""
-    ds = raw.enumerate().map(
-        lambda i, r: (i, decode_and_fit(r, cfg.crop, cfg.resolution, cfg.channels)),
-        num_parallel_calls=AUTOTUNE,
+def _fetch_marked(source: Source, keys: tf.data.Dataset) -> tf.data.Dataset:
+    """(key, is pass end) -> (encoded bytes, is pass end); a pass end reads nothing."""
+    if source.kind == 'files':
+
+        def read(key: tf.Tensor, end: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            return tf.cond(end, lambda: tf.constant(b''), lambda: tf.io.read_file(key)), end
+
+        return keys.map(read, num_parallel_calls=AUTOTUNE)
+    path = source.lmdb_path.encode()
+
+    def fetch(batch: tf.Tensor, ends: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return tf.numpy_function(_lmdb_fetch, [path, batch], tf.string, stateful=False), ends
+
+    return keys.batch(LMDB_FETCH_BATCH).map(fetch, num_parallel_calls=AUTOTUNE).unbatch()
+
+
+def pipeline_error_message(error: BaseException) -> str | None:
+    """The sentence of a data check that failed inside tf.data (carried by an OpError), else None.
+
+    tf.data can only raise an OpError, so the checks that run while training (a pass that gave no
+    image, a prepared shard that changed) wrap their sentence in PIPELINE_ERROR tags; the caller
+    shows just the sentence, as it would a DataError.
+    """
+    text = str(error)
+    start, end = text.find(PIPELINE_ERROR[0]), text.find(PIPELINE_ERROR[1])
+    if start < 0 or end < start:
+        return None
+    return text[start + len(PIPELINE_ERROR[0]) : end]
+
+
+def _pipeline_error(sentence: str) -> str:
+    return f'{PIPELINE_ERROR[0]}{sentence}{PIPELINE_ERROR[1]}'
+
+
+def _pipeline_share(num: int, num_pipelines: int, pipeline_id: int) -> int:
+    """Items that Dataset.shard(num_pipelines, pipeline_id) keeps of `num`."""
+    return len(range(pipeline_id, num, num_pipelines))
+
+
+def _with_pass_ends(keys: tf.data.Dataset) -> tf.data.Dataset:
+    """(key, False) for each key of one pass, then ('', True): the end of the pass, repeated forever.
+
+    Appended after the shuffle, the marker leaves the keys' order exactly as `keys.repeat()` has it.
+    """
+    end = tf.data.Dataset.from_tensors((tf.constant(b''), tf.constant(True)))
+    return keys.map(lambda key: (key, tf.constant(False))).concatenate(end).repeat()
+
+
+def decode_counted(
+    cfg: Config, source: Source, records: tf.data.Dataset, per_pass: int = 0, whole_first_pass: bool = False
+) -> tf.data.Dataset:
+    """(encoded bytes, is pass end) -> (uint8 image, skipped before it), in order.
+
+    Undecodable images are dropped and counted (a gap in the positions of the survivors). A pass
+    end that follows a whole pass without one image fails with a PIPELINE_ERROR sentence: every
+    item became unreadable (a folder deleted mid-run, a network mount gone) or this input
+    pipeline's share holds no image, and skipping on would wait for an image forever.
+    """
+    res, ch = cfg.resolution, cfg.channels
+    blank = tf.zeros([res, res, ch], tf.uint8)
+
+    def decode(i: tf.Tensor, record: tf.Tensor, end: tf.Tensor):
+        image = tf.cond(end, lambda: blank, lambda: decode_and_fit(record, cfg.crop, res, ch))
+        return i, image, end
+
+    ds = records.enumerate().map(lambda i, el: decode(i, *el), num_parallel_calls=AUTOTUNE)
+    ds = ds.ignore_errors()  # A corrupt image is skipped, not fatal (DESIGN.md section 5).
+    message = _pipeline_error(
+        f'No image of {source.name} could be read and decoded in a whole pass over its {per_pass} items '
+        f'(deleted, moved or unreadable since the start?); fix the data and rerun the same command to '
+        f'resume from the last checkpoint.'
     )
-    ds = ds.ignore_errors()  # A corrupt image is skipped, not fatal (DESIGN.md section 5) ...
-    # ... and counted: a gap in the positions of the survivors is a skipped image.
-    return ds.scan(tf.constant(-1, tf.int64), lambda last, el: (el[0], (el[1], el[0] - last - 1)))
+
+    def count(state, element):
+        last, pending, images, ends = state  # last position seen, skips not yet reported
+        i, image, end = element
+        empty_pass = tf.logical_and(end, tf.logical_and(ends > 0, tf.equal(images, 0)))
+        check = tf.debugging.Assert(tf.logical_not(empty_pass), [message])
+        gap = pending + i - last - 1
+        with tf.control_dependencies([check]):
+            state = (
+                tf.identity(i),
+                tf.where(end, gap, tf.constant(0, tf.int64)),
+                tf.where(end, tf.constant(0, tf.int64), images + 1),
+                ends + tf.cast(end, tf.int64),
+            )
+        return state, (image, tf.where(end, tf.constant(0, tf.int64), gap), end)
+
+    zero = tf.constant(0, tf.int64)
+    # A resumed run may start inside a pass: the first pass end is then checked only if its pass was whole.
+    ends = tf.constant(int(whole_first_pass), tf.int64)
+    ds = ds.scan((tf.constant(-1, tf.int64), zero, zero, ends), count)
+    images_only = lambda image, gap, end: tf.logical_not(end)  # noqa: E731
+    drop_end = lambda image, gap, end: (image, gap)  # noqa: E731
+    return ds.filter(images_only).map(drop_end)
 
 
 def _drop_label(raw: tf.Tensor, label: tf.Tensor) -> tf.Tensor:
@@ -734,8 +823,10 @@ def make_dataset(
 
     # --- keys (or still encoded records): shard, shuffle, repeat, skip ---
     kind = source.kind
+    decoded = kind in ('files', 'lmdb') or (kind == 'stream' and not source.prepared)
     if kind == 'stream':
         keys = source.stream_fn(repeat, cfg.seed, num_pipelines, pipeline_id)
+        keys = keys if source.prepared else keys.map(_drop_label)
         buffer = min(cfg.shuffle_buffer, STREAM_SHUFFLE_CAP)
     else:
         if kind == 'memory':
@@ -747,12 +838,20 @@ def make_dataset(
         keys = keys.shard(num_pipelines, pipeline_id)
         # Shuffling keys is cheap, so the buffer spans the whole (sharded) data set up to a cap.
         buffer = cfg.shuffle_buffer
+    per_pass = _pipeline_share(source.num_examples, num_pipelines, pipeline_id)
+    skip = start_step * per_pipeline_batch
     if repeat:
         buffer = max(1, min(source.num_examples // num_pipelines, buffer))
         keys = keys.shuffle(buffer, seed=cfg.seed, reshuffle_each_iteration=True)
-        if kind != 'stream' or not source.prepared:  # Prepared streams repeat their file list.
+        if decoded:
+            # Each pass ends with a marker (skipped with the keys), so a pass without one image is noticed.
+            keys = _with_pass_ends(keys)
+            skip += skip // max(1, per_pass)
+        elif kind == 'memory':  # Prepared streams repeat their file list.
             keys = keys.repeat()
-        keys = keys.skip(start_step * per_pipeline_batch)
+        keys = keys.skip(skip)
+    elif decoded:
+        keys = keys.map(lambda key: (key, tf.constant(False)))
 
     # --- fetch and decode ---
     if kind == 'memory':
@@ -760,14 +859,17 @@ def make_dataset(
         # Gather whole batches from memory: one op per batch instead of one per image.
         ds = keys.batch(per_replica_batch, drop_remainder=True)
         ds = ds.map(lambda idx: to_unit_range(tf.gather(images, idx)), num_parallel_calls=AUTOTUNE)
-    elif kind == 'stream' and source.prepared:
+    elif not decoded:  # prepared records
         # Batch first, then parse and decode_raw whole batches: one op per batch.
         res, ch = cfg.resolution, cfg.channels
         ds = keys.batch(per_replica_batch, drop_remainder=True)
         ds = ds.map(lambda s: to_unit_range(parse_prepared(s, res, ch)[0]), num_parallel_calls=AUTOTUNE)
     else:
-        raw = keys.map(_drop_label) if kind == 'stream' else _raw_records(source, keys)
-        ds = decode_counted(cfg, source, raw).batch(per_replica_batch, drop_remainder=True)
+        records = keys if kind == 'stream' else _fetch_marked(source, keys)
+        whole = skip % (per_pass + 1) == 0  # The first pass end follows a whole pass.
+        ds = decode_counted(cfg, source, records, per_pass, whole).batch(
+            per_replica_batch, drop_remainder=True
+        )
         ds = ds.map(lambda x, gaps: _count_and_scale(source.skipped, x, gaps), num_parallel_calls=AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = True

@@ -257,6 +257,53 @@ def test_a_folder_of_only_too_large_images_stops_before_training(tmp_path):
     assert data.load_source(cfg).num_examples == 2
 
 
+_NO_IMAGE_LEFT = """
+import json, os, sys
+import tensorflow as tf
+sys.path.insert(0, 'tests')
+from conftest import tiny_config
+from dcgan_tf import data
+
+folder = sys.argv[1]
+cfg = tiny_config(dataset='folder', data_dir=folder, batch_size=1)
+source = data.load_source(cfg)  # 0.png decodes, so the start-up check passes
+results = {}
+for start in range(8):  # resumed inside a pass whose rest holds no image: not an empty pass
+    assert len(list(data.make_dataset(cfg, source, start_step=start).take(3))) == 3
+try:  # a worker whose share of the folder (1.png and 3.png) holds no image
+    next(iter(data.make_dataset(cfg.replace(batch_size=2), source, tf.distribute.InputContext(2, 1, 2))))
+except tf.errors.OpError as e:
+    results['share'] = data.pipeline_error_message(e)
+for name in os.listdir(folder):  # the folder goes away mid-run
+    os.remove(os.path.join(folder, name))
+try:
+    next(iter(data.make_dataset(cfg, source, start_step=5)))
+except tf.errors.OpError as e:
+    results['gone'] = data.pipeline_error_message(e)
+print(json.dumps(results))
+"""
+
+
+def test_a_pass_without_one_image_stops_instead_of_waiting_forever(tmp_path):
+    iio.imwrite(tmp_path / '0.png', np.zeros((8, 8), np.uint8))
+    for i in (1, 2, 3):
+        (tmp_path / f'{i}.png').write_bytes(b'not a PNG')
+    result = subprocess.run(  # A subprocess: the code before this check spun here for ever.
+        [sys.executable, '-c', _NO_IMAGE_LEFT, str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    messages = json.loads(result.stdout.splitlines()[-1])
+    assert messages['share'].startswith(
+        f'No image of folder:{tmp_path} could be read and decoded in a whole pass'
+    )
+    assert 'its 2 items' in messages['share'] and 'its 4 items' in messages['gone']
+    assert messages['gone'].endswith('rerun the same command to resume from the last checkpoint.')
+
+
 def test_celeb_a_folder_with_official_partition(tmp_path):
     folder = tmp_path / 'img_align_celeba'
     folder.mkdir()
