@@ -15,8 +15,10 @@ in `Source.skipped`; a resumed run is then shifted by the number skipped before 
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import gzip
+import hashlib
 import json
 import os
 import threading
@@ -38,7 +40,11 @@ IDX_FILES = {
 # CelebA's list_eval_partition.txt numbers its splits.
 CELEBA_PARTITIONS = {'train': 0, 'validation': 1, 'test': 2}
 MANIFEST = 'manifest.json'
-MANIFEST_FORMAT = 'dcgan_tf.prepared/1'
+# Version 2 records each shard's byte length and SHA-256 beside its count; version 1 only counts.
+MANIFEST_FORMAT = 'dcgan_tf.prepared/2'
+MANIFEST_FORMAT_V1 = 'dcgan_tf.prepared/1'
+TFRECORD_FRAMING = 16  # Bytes around each record: its length, the length's CRC32C, the data's CRC32C.
+DIGEST_CHUNK = 16 * 2**20
 # Brackets around the sentence of a check that fails inside tf.data (see pipeline_error_message).
 PIPELINE_ERROR = ('<<dcgan_tf data error: ', ' :dcgan_tf data error>>')
 # Streams shuffle encoded records, not keys: 16k records of ~12-20 kB is a few hundred MB of memory.
@@ -574,39 +580,188 @@ def parse_prepared(serialized: tf.Tensor, resolution: int, channels: int) -> tup
     return tf.reshape(pixels, [-1, resolution, resolution, channels]), features['label']
 
 
+def prepared_example(image: bytes, label: int) -> bytes:
+    """One prepared record: a tf.Example of the raw uint8 pixels and the label (-1: none)."""
+    feature = {
+        'image': tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
+        'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def file_digest(path: str) -> tuple[int, str]:
+    """Byte length and SHA-256 (hex) of a file, read through gfile (local, gs://) in chunks."""
+    digest, length = hashlib.sha256(), 0
+    with tf.io.gfile.GFile(path, 'rb') as f:
+        while chunk := f.read(DIGEST_CHUNK):
+            digest.update(chunk)  # hashlib releases the GIL: shards hash in parallel threads.
+            length += len(chunk)
+    return length, digest.hexdigest()
+
+
+def _redo(folder: str) -> str:
+    return f're-run --mode=prepare --out_dir={folder}'
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _manifest_problem(manifest: dict) -> str | None:
+    """What makes a manifest unusable (missing or ill-typed fields, counts that do not add up), or None."""
+    if not (_is_count(manifest.get('resolution')) and _is_count(manifest.get('channels'))):
+        return 'no valid resolution and channels'
+    splits = manifest.get('splits')
+    if not isinstance(splits, dict) or not splits:
+        return 'no splits'
+    v2 = manifest['format'] == MANIFEST_FORMAT
+    for name, entry in splits.items():
+        shards = entry.get('shards') if isinstance(entry, dict) else None
+        if not isinstance(shards, list) or not _is_count(entry.get('num_examples')):
+            return f'its {name} split lacks a list of shards or a count'
+        for shard in shards:
+            file = shard.get('file') if isinstance(shard, dict) else None
+            # A plain file name: a manifest cannot point at files outside its folder.
+            if (
+                not isinstance(file, str)
+                or not file
+                or os.path.basename(file) != file
+                or file.startswith('.')
+            ):
+                return f'its {name} split names a shard that is not a file of the folder'
+            if not _is_count(shard.get('num_examples')) or (
+                v2 and not (_is_count(shard.get('bytes')) and isinstance(shard.get('sha256'), str))
+            ):
+                return f'shard {file} lacks its count{", length or checksum" if v2 else ""}'
+        total = sum(shard['num_examples'] for shard in shards)
+        if total != entry['num_examples']:
+            return (
+                f'its {name} split says {entry["num_examples"]:,} images but its shards add up to {total:,}'
+            )
+    return None
+
+
 def read_manifest(folder: str) -> dict:
+    """<folder>/manifest.json, its fields and counts checked (DataError naming what is wrong)."""
     path = os.path.join(folder, MANIFEST)
     if not tf.io.gfile.exists(path):
         raise DataError(f'{folder} holds no {MANIFEST}; write it with --mode=prepare --out_dir={folder}.')
-    with tf.io.gfile.GFile(path) as f:
-        manifest = json.load(f)
-    if manifest.get('format') != MANIFEST_FORMAT:
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            manifest = json.load(f)
+    except (ValueError, tf.errors.OpError) as e:  # UnicodeDecodeError is a ValueError.
+        raise DataError(f'{path} is not readable JSON ({str(e).splitlines()[0]}); {_redo(folder)}.') from e
+    if not isinstance(manifest, dict) or manifest.get('format') not in (MANIFEST_FORMAT, MANIFEST_FORMAT_V1):
         raise DataError(f'{path} is not a dcgan_tf prepared-data manifest ({MANIFEST_FORMAT}).')
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise DataError(f'{path} is damaged or was edited ({problem}); {_redo(folder)}.')
     return manifest
 
 
+def _record_bytes(resolution: int, channels: int) -> tuple[int, int]:
+    """Fewest and most bytes one prepared record takes in a shard (labels 0 and -1 bound the label's size)."""
+    pixels = b'\0' * (resolution * resolution * channels)
+    return tuple(TFRECORD_FRAMING + len(prepared_example(pixels, label)) for label in (0, -1))
+
+
+def _file_length(path: str) -> int | None:
+    try:
+        return tf.io.gfile.stat(path).length
+    except tf.errors.NotFoundError:
+        return None
+
+
+def _check_shard_files(folder: str, shards: list[dict], resolution: int, channels: int) -> list[str]:
+    """The shards' paths, each found with the length its entry records and room for its count.
+
+    One stat per shard (in parallel, for gs://), so it is cheap at start-up whatever the data's size.
+    """
+    paths = [os.path.join(folder, shard['file']) for shard in shards]
+    with concurrent.futures.ThreadPoolExecutor(max(1, min(16, len(paths)))) as pool:
+        lengths = list(pool.map(_file_length, paths))
+    fewest, most = _record_bytes(resolution, channels)
+    for path, shard, length in zip(paths, shards, lengths, strict=True):
+        if length is None:
+            raise DataError(f'Prepared shard {path} is missing; {_redo(folder)}.')
+        if 'bytes' in shard and length != shard['bytes']:
+            raise DataError(
+                f'Prepared shard {path} holds {length:,} bytes, not the {shard["bytes"]:,} that its '
+                f'{MANIFEST} records (truncated or changed since --mode=prepare wrote it); {_redo(folder)}.'
+            )
+        count = shard['num_examples']
+        if not count * fewest <= length <= count * most:
+            raise DataError(
+                f'{MANIFEST} says prepared shard {path} holds {count:,} images, which cannot fill its '
+                f'{length:,} bytes at {resolution}x{resolution}x{channels} (the manifest was edited or the '
+                f'shard changed); {_redo(folder)}.'
+            )
+    return paths
+
+
+def _read_shard(folder: str, path: str, shard: dict, resolution: int, channels: int):
+    """A whole shard as (uint8 images, int64 labels), checked against its checksum and count."""
+    if 'sha256' in shard and file_digest(path)[1] != shard['sha256']:
+        raise DataError(
+            f'Prepared shard {path} does not match the SHA-256 checksum in its {MANIFEST} (changed since '
+            f'--mode=prepare wrote it); {_redo(folder)}.'
+        )
+    ds = tf.data.TFRecordDataset(path).batch(1024)
+    ds = ds.map(lambda s: parse_prepared(s, resolution, channels), num_parallel_calls=AUTOTUNE)
+    try:
+        parts = list(ds.as_numpy_iterator())
+    except tf.errors.OpError as e:  # A bad CRC32C (DataLossError) or a record of another size.
+        raise DataError(
+            f'Prepared shard {path} is corrupt ({e.message.splitlines()[0]}); {_redo(folder)}.'
+        ) from e
+    images = np.zeros((0, resolution, resolution, channels), np.uint8)
+    labels = np.zeros(0, np.int64)
+    if parts:
+        images, labels = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    if len(images) != shard['num_examples']:
+        raise DataError(
+            f'Prepared shard {path} holds {len(images):,} images, not the {shard["num_examples"]:,} that its '
+            f'{MANIFEST} records; {_redo(folder)}.'
+        )
+    return images, labels
+
+
 def _tfrecord_source(cfg: Config, folder: str, split: str) -> Source:
+    """Prepared data, checked against its manifest.
+
+    At start-up: the manifest's fields and sums, and each shard's presence, byte length and room for
+    its count (a stat per shard). Read into memory: each shard's SHA-256 and record count too.
+    Streamed: TensorFlow's per-record CRC32C (the SHA-256 would cost a full read of data too large
+    for memory at every start).
+    """
     manifest = read_manifest(folder)
     if (manifest['resolution'], manifest['channels']) != (cfg.resolution, cfg.channels):
         raise DataError(
             f'{folder} was prepared at resolution {manifest["resolution"]} with {manifest["channels"]} '
             f'channel(s), not --resolution={cfg.resolution} --channels={cfg.channels}: match those flags.'
         )
+    if manifest['format'] == MANIFEST_FORMAT_V1:
+        logging.warning(
+            '%s was written by an earlier --mode=prepare that recorded no shard lengths or checksums, so '
+            'its shards are checked only for presence and counts; %s to have them verified.',
+            os.path.join(folder, MANIFEST),
+            _redo(folder),
+        )
     if split not in manifest['splits']:
         logging.info('%s has no %s split; using train.', folder, split)
         split = 'train'
     entry = manifest['splits'][split]
-    files = [os.path.join(folder, shard['file']) for shard in entry['shards']]
     size = entry['num_examples']
     if not size:
         raise DataError(f'{folder} holds no {split} images.')
-    name = f'tfrecord:{folder} ({split}, from {manifest["source"]})'
     res, ch = cfg.resolution, cfg.channels
+    files = _check_shard_files(folder, entry['shards'], res, ch)
+    name = f'tfrecord:{folder} ({split}, from {manifest.get("source", "?")})'
     if size * res * res * ch <= cfg.cache_mb * 2**20:
         # Fits: read once into memory; batches are then gathered by index (fastest, exact resume).
-        ds = tf.data.TFRecordDataset(files, num_parallel_reads=None).batch(1024)
-        ds = ds.map(lambda s: parse_prepared(s, res, ch), num_parallel_calls=AUTOTUNE)
-        parts = list(ds.as_numpy_iterator())
+        read = lambda job: _read_shard(folder, *job, res, ch)  # noqa: E731
+        with concurrent.futures.ThreadPoolExecutor(max(1, min(len(files), os.cpu_count() or 1, 8))) as pool:
+            parts = list(pool.map(read, zip(files, entry['shards'], strict=True)))
         images = np.concatenate([p[0] for p in parts])
         labels = np.concatenate([p[1] for p in parts])
         return Source(name=name, images=images, labels=labels if (labels >= 0).any() else None)
