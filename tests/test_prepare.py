@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import REPO_ROOT, TINY_CLI, tiny_config
 
 from dcgan_tf import data, prepare
@@ -42,6 +43,20 @@ def _edit_manifest(folder, edit):
 
 def _shard(folder, index):
     return folder / f'train-{index:05d}-of-00004.tfrecord'
+
+
+def _read_through(cfg, cache_mb):
+    """Loads the source and reads every shard (streamed: a little over one epoch of training)."""
+    source = data.load_source(cfg.replace(cache_mb=cache_mb))
+    return [b.numpy() for b in data.make_dataset(cfg, source).take(NUM // cfg.batch_size + 5)]
+
+
+def _pipeline_error(cfg, cache_mb) -> str:
+    with pytest.raises(tf.errors.OpError) as error:
+        _read_through(cfg, cache_mb)
+    message = data.pipeline_error_message(error.value)
+    assert message is not None, str(error.value)[:500]
+    return message
 
 
 def test_each_shard_is_recorded_with_its_length_and_checksum(copy):
@@ -79,7 +94,8 @@ def test_an_edited_total_is_refused(copy, cache_mb):
         data.load_source(cfg.replace(cache_mb=cache_mb))
 
 
-def test_an_edited_shard_count_is_refused(copy):
+@BOTH_PATHS
+def test_an_edited_shard_count_is_refused(copy, cache_mb):
     cfg, folder = copy
 
     def add(num):
@@ -90,25 +106,34 @@ def test_an_edited_shard_count_is_refused(copy):
         return edit
 
     _edit_manifest(folder, add(PER_SHARD * 1000))  # far more than the shard's bytes can hold
-    for cache_mb in (4096, 0):
-        with pytest.raises(
-            data.DataError, match=f'says prepared shard {_shard(folder, 2)} holds 50,050 images'
-        ):
-            data.load_source(cfg.replace(cache_mb=cache_mb))
+    with pytest.raises(data.DataError, match=f'says prepared shard {_shard(folder, 2)} holds 50,050 images'):
+        data.load_source(cfg.replace(cache_mb=cache_mb))
     _edit_manifest(folder, add(1 - PER_SHARD * 1000))  # one more: plausible from the length alone
-    with pytest.raises(data.DataError, match='holds 50 images, not the 51') as error:
-        data.load_source(cfg)  # read into memory: every record is counted before training
-    assert str(error.value).startswith(f'Prepared shard {_shard(folder, 2)} ')
+    expected = f'Prepared shard {_shard(folder, 2)} '
+    if cache_mb:  # Read into memory: every record is counted before training.
+        with pytest.raises(data.DataError, match='holds 50 images, not the 51') as error:
+            data.load_source(cfg.replace(cache_mb=cache_mb))
+        assert str(error.value).startswith(expected)
+    else:  # Streamed: counted when the shard has been read through.
+        assert _pipeline_error(cfg, cache_mb).startswith(expected + 'gave 50 readable images, not the 51')
 
 
-def test_a_changed_byte_is_caught_in_memory(copy):
+@BOTH_PATHS
+def test_a_changed_byte_is_caught(copy, cache_mb):
     cfg, folder = copy
     path = _shard(folder, 3)
     content = bytearray(path.read_bytes())
     content[len(content) // 2] ^= 0xFF  # in the image bytes of record 25: the length stays right
     path.write_bytes(bytes(content))
-    with pytest.raises(data.DataError, match=f'Prepared shard {path} does not match the SHA-256 checksum'):
-        data.load_source(cfg)
+    if cache_mb:  # Read into memory: the shard's SHA-256 no longer matches.
+        with pytest.raises(
+            data.DataError, match=f'Prepared shard {path} does not match the SHA-256 checksum'
+        ):
+            data.load_source(cfg.replace(cache_mb=cache_mb))
+    else:  # Streamed: TensorFlow's per-record CRC32C ends the shard early, and the count says so.
+        message = _pipeline_error(cfg, cache_mb)
+        assert message.startswith(f'Prepared shard {path} gave 25 readable images, not the 50')
+        assert message.endswith(f're-run --mode=prepare --out_dir={folder}.')
 
 
 @BOTH_PATHS
