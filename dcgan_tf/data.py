@@ -693,9 +693,10 @@ def _check_shard_files(folder: str, shards: list[dict], resolution: int, channel
         count = shard['num_examples']
         if not count * fewest <= length <= count * most:
             raise DataError(
-                f'{MANIFEST} says prepared shard {path} holds {count:,} images, which cannot fill its '
-                f'{length:,} bytes at {resolution}x{resolution}x{channels} (the manifest was edited or the '
-                f'shard changed); {_redo(folder)}.'
+                f'{MANIFEST} says prepared shard {path} holds {count:,} images, but at '
+                f'{resolution}x{resolution}x{channels} those take {count * fewest:,} to {count * most:,} '
+                f'bytes and the shard has {length:,} (the manifest was edited or the shard changed); '
+                f'{_redo(folder)}.'
             )
     return paths
 
