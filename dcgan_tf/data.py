@@ -10,7 +10,8 @@ The pipeline shuffles lightweight keys (indices, file names, LMDB keys, or for s
 encoded records) before any decoding, so resuming at step N skips N batches without decoding them,
 and the order is a pure function of --seed. Images that cannot be decoded are skipped and counted
 in `Source.skipped`; a resumed run is then shifted by the number skipped before its checkpoint
-(prepared TFRecords, where bad files are dropped once, have none).
+(prepared TFRecords, where bad files are dropped once, have none). A pass that yields no image at
+all, and prepared shards that do not match their manifest, stop the run with one sentence.
 """
 
 from __future__ import annotations
