@@ -10,13 +10,16 @@ The pipeline shuffles lightweight keys (indices, file names, LMDB keys, or for s
 encoded records) before any decoding, so resuming at step N skips N batches without decoding them,
 and the order is a pure function of --seed. Images that cannot be decoded are skipped and counted
 in `Source.skipped`; a resumed run is then shifted by the number skipped before its checkpoint
-(prepared TFRecords, where bad files are dropped once, have none).
+(prepared TFRecords, where bad files are dropped once, have none). A pass that yields no image at
+all, and prepared shards that do not match their manifest, stop the run with one sentence.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import gzip
+import hashlib
 import json
 import os
 import threading
@@ -38,7 +41,14 @@ IDX_FILES = {
 # CelebA's list_eval_partition.txt numbers its splits.
 CELEBA_PARTITIONS = {'train': 0, 'validation': 1, 'test': 2}
 MANIFEST = 'manifest.json'
-MANIFEST_FORMAT = 'dcgan_tf.prepared/1'
+# Version 2 records each shard's byte length and SHA-256 beside its count; version 1 only counts.
+MANIFEST_FORMAT = 'dcgan_tf.prepared/2'
+MANIFEST_FORMAT_V1 = 'dcgan_tf.prepared/1'
+TFRECORD_FRAMING = 16  # Bytes around each record: its length, the length's CRC32C, the data's CRC32C.
+DIGEST_CHUNK = 16 * 2**20
+SHARD_COUNT_BATCH = 256  # Streamed records are counted per batch of this many (per record costs more).
+# Brackets around the sentence of a check that fails inside tf.data (see pipeline_error_message).
+PIPELINE_ERROR = ('<<dcgan_tf data error: ', ' :dcgan_tf data error>>')
 # Streams shuffle encoded records, not keys: 16k records of ~12-20 kB is a few hundred MB of memory.
 STREAM_SHUFFLE_CAP = 16384
 LMDB_FETCH_BATCH = 64  # Keys looked up per Python call: amortises numpy_function's overhead.
@@ -319,22 +329,90 @@ def _hold_out(items, split: str, holdout: int, what: str):
 # --- folders (and the img_align_celeba folder) ---
 
 
+def _is_url(path: str) -> bool:
+    """gs://, ram://, s3://: paths only tf.io.gfile can read, and which have no symlinks."""
+    return '://' in path
+
+
+def _local_image_files(data_dir: str) -> tuple[list[str], int]:
+    """Image files under a local folder, following symlinks but reaching each folder and file once.
+
+    Returns the files (sorted) and how many folders or files were left out as second names of ones
+    already listed: a link back up the tree (sub/loop -> ..) would otherwise be walked until the path
+    grew too long, counting every file dozens of times.
+    """
+
+    def identity(path: str) -> tuple[int, int] | None:
+        try:
+            st = os.stat(path)  # Follows links: a link and its target are one folder or file.
+        except OSError:
+            return None  # A dangling link: listed, then skipped (and counted) like any unreadable file.
+        return st.st_dev, st.st_ino
+
+    seen_dirs, left_out, candidates = {identity(data_dir)}, 0, []
+    for root, dirs, names in os.walk(data_dir, followlinks=True):
+        kept = []
+        for name in sorted(dirs):  # Sorted, so which of two names for a folder is kept never varies.
+            key = identity(os.path.join(root, name))
+            if key is None or key in seen_dirs:
+                left_out += key is not None
+                continue
+            seen_dirs.add(key)
+            kept.append(name)
+        dirs[:] = kept
+        candidates.extend(os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
+    files, seen_files = [], set()
+    for path in sorted(candidates):
+        key = identity(path)
+        if key is not None and key in seen_files:
+            left_out += 1
+            continue
+        seen_files.add(key)
+        files.append(path)
+    return files, left_out
+
+
 def list_image_files(data_dir: str) -> list[str]:
-    """Every image file under `data_dir`, recursively, in a stable (sorted) order."""
-    files = []
-    for root, _, names in tf.io.gfile.walk(data_dir):
-        files.extend(os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
-    return sorted(files)
+    """Every image file under `data_dir`, recursively, in a stable (sorted) order.
+
+    Symlinked files and folders are followed, but a folder or file reached under a second name (a
+    symlink loop, an alias, a hard link) is listed once, with a warning. URL-style paths go to gfile.
+    """
+    if _is_url(data_dir):
+        files = []
+        for root, _, names in tf.io.gfile.walk(data_dir):
+            files.extend(os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
+        return sorted(files)
+    files, left_out = _local_image_files(data_dir)
+    if left_out:
+        logging.warning(
+            '--data_dir=%s: left out %d symlinked folder(s) or file(s) that lead to ones already listed '
+            '(a symlink loop or a second name); each image is read once.',
+            data_dir,
+            left_out,
+        )
+    return files
 
 
-def _check_some_decode(sample: list, read: Callable[[object], bytes], what: str) -> None:
-    """Fails before training when none of a few evenly spaced items is an image."""
+def _check_some_decode(cfg: Config, sample: list, read: Callable[[object], bytes], what: str) -> None:
+    """Fails before training when none of a few evenly spaced items gives an image.
+
+    Each item goes through the pipeline's own decode (size guard, crop, resize), so an item that
+    passes here is one the pipeline uses: the pipeline cannot then skip every item, forever.
+    """
+    too_large = 0
     for item in sample:
         try:
-            tf.io.decode_image(read(item), expand_animations=False)
+            decode_and_fit(read(item), cfg.crop, cfg.resolution, cfg.channels)
             return
-        except (tf.errors.OpError, OSError):
-            continue
+        except (tf.errors.OpError, OSError) as e:
+            too_large += image_headers.TOO_LARGE in str(e)
+    if too_large:
+        raise DataError(
+            f'No sampled item of {what} can be used: {too_large} of {len(sample)} are over the size limit '
+            f'of {image_headers.MAX_PIXELS:,} pixels (which keeps a decompression bomb from filling memory) '
+            f'and the rest do not decode; shrink the images below that limit.'
+        )
     raise DataError(f'None of {len(sample)} sampled items of {what} decodes as an image: wrong data?')
 
 
@@ -354,7 +432,7 @@ def _folder_source(
         if not files:
             raise DataError(f'No image of {cfg.data_dir} is in the {split} part of list_eval_partition.txt.')
     files = _hold_out(files, split, cfg.eval_holdout, cfg.data_dir)
-    _check_some_decode(_sample(files), lambda f: tf.io.read_file(f), f'--data_dir={cfg.data_dir}')
+    _check_some_decode(cfg, _sample(files), lambda f: tf.io.read_file(f), f'--data_dir={cfg.data_dir}')
     return Source(name=f'{name}:{cfg.data_dir}', files=tuple(files))
 
 
@@ -472,7 +550,8 @@ def _open_lmdb(path: str):
 def _lmdb_fetch(path: bytes, keys: np.ndarray) -> np.ndarray:
     """Values of `keys` (b'' for a missing one, which then fails to decode and is skipped)."""
     with _open_lmdb(path.decode()).begin() as txn:
-        return np.array([txn.get(bytes(k)) or b'' for k in keys], dtype=object)
+        # b'' (a pass end) is no LMDB key: LMDB refuses empty keys.
+        return np.array([(txn.get(bytes(k)) if len(k) else None) or b'' for k in keys], dtype=object)
 
 
 def _lmdb_source(cfg: Config, split: str) -> Source:
@@ -483,7 +562,7 @@ def _lmdb_source(cfg: Config, split: str) -> Source:
         raise DataError(f'The LMDB database {cfg.data_dir} is empty.')
     keys = _hold_out(keys, split, cfg.eval_holdout, cfg.data_dir)
     fetch_one = lambda k: _lmdb_fetch(cfg.data_dir.encode(), np.array([k], dtype=object))[0]  # noqa: E731
-    _check_some_decode(_sample(keys), fetch_one, cfg.data_dir)
+    _check_some_decode(cfg, _sample(keys), fetch_one, cfg.data_dir)
     return Source(name=f'lsun_lmdb:{cfg.data_dir}', keys=keys, lmdb_path=cfg.data_dir)
 
 
@@ -503,54 +582,234 @@ def parse_prepared(serialized: tf.Tensor, resolution: int, channels: int) -> tup
     return tf.reshape(pixels, [-1, resolution, resolution, channels]), features['label']
 
 
+def prepared_example(image: bytes, label: int) -> bytes:
+    """One prepared record: a tf.Example of the raw uint8 pixels and the label (-1: none)."""
+    feature = {
+        'image': tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
+        'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def file_digest(path: str) -> tuple[int, str]:
+    """Byte length and SHA-256 (hex) of a file, read through gfile (local, gs://) in chunks."""
+    digest, length = hashlib.sha256(), 0
+    with tf.io.gfile.GFile(path, 'rb') as f:
+        while chunk := f.read(DIGEST_CHUNK):
+            digest.update(chunk)  # hashlib releases the GIL: shards hash in parallel threads.
+            length += len(chunk)
+    return length, digest.hexdigest()
+
+
+def _redo(folder: str) -> str:
+    return f're-run --mode=prepare --out_dir={folder}'
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _manifest_problem(manifest: dict) -> str | None:
+    """What makes a manifest unusable (missing or ill-typed fields, counts that do not add up), or None."""
+    if not (_is_count(manifest.get('resolution')) and _is_count(manifest.get('channels'))):
+        return 'no valid resolution and channels'
+    splits = manifest.get('splits')
+    if not isinstance(splits, dict) or not splits:
+        return 'no splits'
+    v2 = manifest['format'] == MANIFEST_FORMAT
+    for name, entry in splits.items():
+        shards = entry.get('shards') if isinstance(entry, dict) else None
+        if not isinstance(shards, list) or not _is_count(entry.get('num_examples')):
+            return f'its {name} split lacks a list of shards or a count'
+        for shard in shards:
+            file = shard.get('file') if isinstance(shard, dict) else None
+            # A plain file name: a manifest cannot point at files outside its folder.
+            if (
+                not isinstance(file, str)
+                or not file
+                or os.path.basename(file) != file
+                or file.startswith('.')
+            ):
+                return f'its {name} split names a shard that is not a file of the folder'
+            if not _is_count(shard.get('num_examples')) or (
+                v2 and not (_is_count(shard.get('bytes')) and isinstance(shard.get('sha256'), str))
+            ):
+                return f'shard {file} lacks its count{", length or checksum" if v2 else ""}'
+        total = sum(shard['num_examples'] for shard in shards)
+        if total != entry['num_examples']:
+            return (
+                f'its {name} split says {entry["num_examples"]:,} images but its shards add up to {total:,}'
+            )
+    return None
+
+
 def read_manifest(folder: str) -> dict:
+    """<folder>/manifest.json, its fields and counts checked (DataError naming what is wrong)."""
     path = os.path.join(folder, MANIFEST)
     if not tf.io.gfile.exists(path):
         raise DataError(f'{folder} holds no {MANIFEST}; write it with --mode=prepare --out_dir={folder}.')
-    with tf.io.gfile.GFile(path) as f:
-        manifest = json.load(f)
-    if manifest.get('format') != MANIFEST_FORMAT:
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            manifest = json.load(f)
+    except (ValueError, tf.errors.OpError) as e:  # UnicodeDecodeError is a ValueError.
+        raise DataError(f'{path} is not readable JSON ({str(e).splitlines()[0]}); {_redo(folder)}.') from e
+    if not isinstance(manifest, dict) or manifest.get('format') not in (MANIFEST_FORMAT, MANIFEST_FORMAT_V1):
         raise DataError(f'{path} is not a dcgan_tf prepared-data manifest ({MANIFEST_FORMAT}).')
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise DataError(f'{path} is damaged or was edited ({problem}); {_redo(folder)}.')
     return manifest
 
 
+def _record_bytes(resolution: int, channels: int) -> tuple[int, int]:
+    """Fewest and most bytes one prepared record takes in a shard (labels 0 and -1 bound the label's size)."""
+    pixels = b'\0' * (resolution * resolution * channels)
+    return tuple(TFRECORD_FRAMING + len(prepared_example(pixels, label)) for label in (0, -1))
+
+
+def _file_length(path: str) -> int | None:
+    try:
+        return tf.io.gfile.stat(path).length
+    except tf.errors.NotFoundError:
+        return None
+
+
+def _check_shard_files(folder: str, shards: list[dict], resolution: int, channels: int) -> list[str]:
+    """The shards' paths, each found with the length its entry records and room for its count.
+
+    One stat per shard (in parallel, for gs://), so it is cheap at start-up whatever the data's size.
+    """
+    paths = [os.path.join(folder, shard['file']) for shard in shards]
+    with concurrent.futures.ThreadPoolExecutor(max(1, min(16, len(paths)))) as pool:
+        lengths = list(pool.map(_file_length, paths))
+    fewest, most = _record_bytes(resolution, channels)
+    for path, shard, length in zip(paths, shards, lengths, strict=True):
+        if length is None:
+            raise DataError(f'Prepared shard {path} is missing; {_redo(folder)}.')
+        if 'bytes' in shard and length != shard['bytes']:
+            raise DataError(
+                f'Prepared shard {path} holds {length:,} bytes, not the {shard["bytes"]:,} that its '
+                f'{MANIFEST} records (truncated or changed since --mode=prepare wrote it); {_redo(folder)}.'
+            )
+        count = shard['num_examples']
+        if not count * fewest <= length <= count * most:
+            raise DataError(
+                f'{MANIFEST} says prepared shard {path} holds {count:,} images, but at '
+                f'{resolution}x{resolution}x{channels} those take {count * fewest:,} to {count * most:,} '
+                f'bytes and the shard has {length:,} (the manifest was edited or the shard changed); '
+                f'{_redo(folder)}.'
+            )
+    return paths
+
+
+def _read_shard(folder: str, path: str, shard: dict, resolution: int, channels: int):
+    """A whole shard as (uint8 images, int64 labels), checked against its checksum and count."""
+    if 'sha256' in shard and file_digest(path)[1] != shard['sha256']:
+        raise DataError(
+            f'Prepared shard {path} does not match the SHA-256 checksum in its {MANIFEST} (changed since '
+            f'--mode=prepare wrote it); {_redo(folder)}.'
+        )
+    ds = tf.data.TFRecordDataset(path).batch(1024)
+    ds = ds.map(lambda s: parse_prepared(s, resolution, channels), num_parallel_calls=AUTOTUNE)
+    try:
+        parts = list(ds.as_numpy_iterator())
+    except tf.errors.OpError as e:  # A bad CRC32C (DataLossError) or a record of another size.
+        raise DataError(
+            f'Prepared shard {path} is corrupt ({e.message.splitlines()[0]}); {_redo(folder)}.'
+        ) from e
+    images = np.zeros((0, resolution, resolution, channels), np.uint8)
+    labels = np.zeros(0, np.int64)
+    if parts:
+        images, labels = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    if len(images) != shard['num_examples']:
+        raise DataError(
+            f'Prepared shard {path} holds {len(images):,} images, not the {shard["num_examples"]:,} that its '
+            f'{MANIFEST} records; {_redo(folder)}.'
+        )
+    return images, labels
+
+
+def _counted_shard(folder: str, path: tf.Tensor, expected: tf.Tensor) -> tf.data.Dataset:
+    """A shard's records, failing with a PIPELINE_ERROR sentence at its end unless it gave `expected`.
+
+    TensorFlow checks each record's CRC32C; a corrupt record ends the shard early (ignore_errors),
+    so the count names the shard either way. Counted per batch of records: a tf.data function run
+    per record cut the streamed rate to about a quarter.
+    """
+    end = tf.data.Dataset.from_tensors((tf.constant([], tf.string), tf.constant(True)))
+    batches = tf.data.TFRecordDataset(path).ignore_errors().batch(SHARD_COUNT_BATCH)
+    batches = batches.map(lambda records: (records, tf.constant(False))).concatenate(end)
+
+    def fail(count: tf.Tensor) -> tf.Tensor:
+        message = tf.strings.join([
+            PIPELINE_ERROR[0], 'Prepared shard ', path, ' gave ', tf.strings.as_string(count),
+            ' readable images, not the ', tf.strings.as_string(expected), f' that its {MANIFEST} records '
+            f'(corrupt or changed since --mode=prepare wrote it); {_redo(folder)}.', PIPELINE_ERROR[1],
+        ])  # fmt: skip
+        with tf.control_dependencies([tf.debugging.Assert(False, [message])]):
+            return tf.constant(False)
+
+    def count(total: tf.Tensor, batch) -> tuple[tf.Tensor, tf.Tensor]:
+        records, is_end = batch
+        ok = tf.logical_or(tf.logical_not(is_end), tf.equal(total, expected))
+        checked = tf.cond(ok, lambda: tf.constant(True), lambda: fail(total))
+        with tf.control_dependencies([checked]):
+            return total + tf.size(records, tf.int64), tf.identity(records)
+
+    return batches.scan(tf.constant(0, tf.int64), count).unbatch()
+
+
 def _tfrecord_source(cfg: Config, folder: str, split: str) -> Source:
+    """Prepared data, checked against its manifest.
+
+    At start-up: the manifest's fields and sums, and each shard's presence, byte length and room for
+    its count (a stat per shard). Read into memory: each shard's SHA-256 and record count too.
+    Streamed: TensorFlow's per-record CRC32C and each shard's count, whenever a shard has been read
+    through (the SHA-256 would cost a full read of data too large for memory at every start).
+    """
     manifest = read_manifest(folder)
     if (manifest['resolution'], manifest['channels']) != (cfg.resolution, cfg.channels):
         raise DataError(
             f'{folder} was prepared at resolution {manifest["resolution"]} with {manifest["channels"]} '
             f'channel(s), not --resolution={cfg.resolution} --channels={cfg.channels}: match those flags.'
         )
+    if manifest['format'] == MANIFEST_FORMAT_V1:
+        logging.warning(
+            '%s was written by an earlier --mode=prepare that recorded no shard lengths or checksums, so '
+            'its shards are checked only for presence and counts; %s to have them verified.',
+            os.path.join(folder, MANIFEST),
+            _redo(folder),
+        )
     if split not in manifest['splits']:
         logging.info('%s has no %s split; using train.', folder, split)
         split = 'train'
     entry = manifest['splits'][split]
-    files = [os.path.join(folder, shard['file']) for shard in entry['shards']]
     size = entry['num_examples']
     if not size:
         raise DataError(f'{folder} holds no {split} images.')
-    name = f'tfrecord:{folder} ({split}, from {manifest["source"]})'
     res, ch = cfg.resolution, cfg.channels
+    files = _check_shard_files(folder, entry['shards'], res, ch)
+    name = f'tfrecord:{folder} ({split}, from {manifest.get("source", "?")})'
     if size * res * res * ch <= cfg.cache_mb * 2**20:
         # Fits: read once into memory; batches are then gathered by index (fastest, exact resume).
-        ds = tf.data.TFRecordDataset(files, num_parallel_reads=None).batch(1024)
-        ds = ds.map(lambda s: parse_prepared(s, res, ch), num_parallel_calls=AUTOTUNE)
-        parts = list(ds.as_numpy_iterator())
+        read = lambda job: _read_shard(folder, *job, res, ch)  # noqa: E731
+        with concurrent.futures.ThreadPoolExecutor(max(1, min(len(files), os.cpu_count() or 1, 8))) as pool:
+            parts = list(pool.map(read, zip(files, entry['shards'], strict=True)))
         images = np.concatenate([p[0] for p in parts])
         labels = np.concatenate([p[1] for p in parts])
         return Source(name=name, images=images, labels=labels if (labels >= 0).any() else None)
+    counts = [shard['num_examples'] for shard in entry['shards']]
+    counted = lambda path, expected: _counted_shard(folder, path, expected)  # noqa: E731
 
     def stream_fn(shuffle: bool, seed: int, num_pipelines: int, pipeline_id: int) -> tf.data.Dataset:
-        shards = tf.data.Dataset.from_tensor_slices(files)
+        shards = tf.data.Dataset.from_tensor_slices((files, tf.constant(counts, tf.int64)))
         if num_pipelines > 1 and len(files) >= num_pipelines:
             shards = shards.shard(num_pipelines, pipeline_id)  # Each worker reads its own files.
         if shuffle:
             shards = shards.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
-            ds = shards.interleave(
-                tf.data.TFRecordDataset, cycle_length=min(8, len(files)), num_parallel_calls=AUTOTUNE
-            )
+            ds = shards.interleave(counted, cycle_length=min(8, len(files)), num_parallel_calls=AUTOTUNE)
         else:
-            ds = shards.flat_map(tf.data.TFRecordDataset)
+            ds = shards.flat_map(counted)
         if num_pipelines > 1 and len(files) < num_pipelines:
             ds = ds.shard(num_pipelines, pipeline_id)
         return ds
@@ -607,15 +866,101 @@ def _raw_records(source: Source, keys: tf.data.Dataset) -> tf.data.Dataset:
     return keys.batch(LMDB_FETCH_BATCH).map(fetch, num_parallel_calls=AUTOTUNE).unbatch()
 
 
-def decode_counted(cfg: Config, source: Source, raw: tf.data.Dataset) -> tf.data.Dataset:
-    """Encoded bytes -> uint8 images in order; the undecodable ones dropped and added to source.skipped."""
-    ds = raw.enumerate().map(
-        lambda i, r: (i, decode_and_fit(r, cfg.crop, cfg.resolution, cfg.channels)),
-        num_parallel_calls=AUTOTUNE,
+def _fetch_marked(source: Source, keys: tf.data.Dataset) -> tf.data.Dataset:
+    """(key, is pass end) -> (encoded bytes, is pass end); a pass end reads nothing."""
+    if source.kind == 'files':
+
+        def read(key: tf.Tensor, end: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            return tf.cond(end, lambda: tf.constant(b''), lambda: tf.io.read_file(key)), end
+
+        return keys.map(read, num_parallel_calls=AUTOTUNE)
+    path = source.lmdb_path.encode()
+
+    def fetch(batch: tf.Tensor, ends: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return tf.numpy_function(_lmdb_fetch, [path, batch], tf.string, stateful=False), ends
+
+    return keys.batch(LMDB_FETCH_BATCH).map(fetch, num_parallel_calls=AUTOTUNE).unbatch()
+
+
+def pipeline_error_message(error: BaseException) -> str | None:
+    """The sentence of a data check that failed inside tf.data (carried by an OpError), else None.
+
+    tf.data can only raise an OpError, so the checks that run while training (a pass that gave no
+    image, a prepared shard that changed) wrap their sentence in PIPELINE_ERROR tags; the caller
+    shows just the sentence, as it would a DataError.
+    """
+    text = str(error)
+    start, end = text.find(PIPELINE_ERROR[0]), text.find(PIPELINE_ERROR[1])
+    if start < 0 or end < start:
+        return None
+    return text[start + len(PIPELINE_ERROR[0]) : end]
+
+
+def _pipeline_error(sentence: str) -> str:
+    return f'{PIPELINE_ERROR[0]}{sentence}{PIPELINE_ERROR[1]}'
+
+
+def _pipeline_share(num: int, num_pipelines: int, pipeline_id: int) -> int:
+    """Items that Dataset.shard(num_pipelines, pipeline_id) keeps of `num`."""
+    return len(range(pipeline_id, num, num_pipelines))
+
+
+def _with_pass_ends(keys: tf.data.Dataset) -> tf.data.Dataset:
+    """(key, False) for each key of one pass, then ('', True): the end of the pass, repeated forever.
+
+    Appended after the shuffle, the marker leaves the keys' order exactly as `keys.repeat()` has it.
+    """
+    end = tf.data.Dataset.from_tensors((tf.constant(b''), tf.constant(True)))
+    return keys.map(lambda key: (key, tf.constant(False))).concatenate(end).repeat()
+
+
+def decode_counted(
+    cfg: Config, source: Source, records: tf.data.Dataset, per_pass: int = 0, whole_first_pass: bool = False
+) -> tf.data.Dataset:
+    """(encoded bytes, is pass end) -> (uint8 image, skipped before it), in order.
+
+    Undecodable images are dropped and counted (a gap in the positions of the survivors). A pass
+    end that follows a whole pass without one image fails with a PIPELINE_ERROR sentence: every
+    item became unreadable (a folder deleted mid-run, a network mount gone) or this input
+    pipeline's share holds no image, and skipping on would wait for an image forever.
+    """
+    res, ch = cfg.resolution, cfg.channels
+    blank = tf.zeros([res, res, ch], tf.uint8)
+
+    def decode(i: tf.Tensor, record: tf.Tensor, end: tf.Tensor):
+        image = tf.cond(end, lambda: blank, lambda: decode_and_fit(record, cfg.crop, res, ch))
+        return i, image, end
+
+    ds = records.enumerate().map(lambda i, el: decode(i, *el), num_parallel_calls=AUTOTUNE)
+    ds = ds.ignore_errors()  # A corrupt image is skipped, not fatal (DESIGN.md section 5).
+    message = _pipeline_error(
+        f'No image of {source.name} could be read and decoded in a whole pass over its {per_pass} items '
+        f'(deleted, moved or unreadable since the start?); fix the data and rerun the same command to '
+        f'resume from the last checkpoint.'
     )
-    ds = ds.ignore_errors()  # A corrupt image is skipped, not fatal (DESIGN.md section 5) ...
-    # ... and counted: a gap in the positions of the survivors is a skipped image.
-    return ds.scan(tf.constant(-1, tf.int64), lambda last, el: (el[0], (el[1], el[0] - last - 1)))
+
+    def count(state, element):
+        last, pending, images, ends = state  # last position seen, skips not yet reported
+        i, image, end = element
+        empty_pass = tf.logical_and(end, tf.logical_and(ends > 0, tf.equal(images, 0)))
+        check = tf.debugging.Assert(tf.logical_not(empty_pass), [message])
+        gap = pending + i - last - 1
+        with tf.control_dependencies([check]):
+            state = (
+                tf.identity(i),
+                tf.where(end, gap, tf.constant(0, tf.int64)),
+                tf.where(end, tf.constant(0, tf.int64), images + 1),
+                ends + tf.cast(end, tf.int64),
+            )
+        return state, (image, tf.where(end, tf.constant(0, tf.int64), gap), end)
+
+    zero = tf.constant(0, tf.int64)
+    # A resumed run may start inside a pass: the first pass end is then checked only if its pass was whole.
+    ends = tf.constant(int(whole_first_pass), tf.int64)
+    ds = ds.scan((tf.constant(-1, tf.int64), zero, zero, ends), count)
+    images_only = lambda image, gap, end: tf.logical_not(end)  # noqa: E731
+    drop_end = lambda image, gap, end: (image, gap)  # noqa: E731
+    return ds.filter(images_only).map(drop_end)
 
 
 def _drop_label(raw: tf.Tensor, label: tf.Tensor) -> tf.Tensor:
@@ -666,8 +1011,10 @@ def make_dataset(
 
     # --- keys (or still encoded records): shard, shuffle, repeat, skip ---
     kind = source.kind
+    decoded = kind in ('files', 'lmdb') or (kind == 'stream' and not source.prepared)
     if kind == 'stream':
         keys = source.stream_fn(repeat, cfg.seed, num_pipelines, pipeline_id)
+        keys = keys if source.prepared else keys.map(_drop_label)
         buffer = min(cfg.shuffle_buffer, STREAM_SHUFFLE_CAP)
     else:
         if kind == 'memory':
@@ -679,12 +1026,20 @@ def make_dataset(
         keys = keys.shard(num_pipelines, pipeline_id)
         # Shuffling keys is cheap, so the buffer spans the whole (sharded) data set up to a cap.
         buffer = cfg.shuffle_buffer
+    per_pass = _pipeline_share(source.num_examples, num_pipelines, pipeline_id)
+    skip = start_step * per_pipeline_batch
     if repeat:
         buffer = max(1, min(source.num_examples // num_pipelines, buffer))
         keys = keys.shuffle(buffer, seed=cfg.seed, reshuffle_each_iteration=True)
-        if kind != 'stream' or not source.prepared:  # Prepared streams repeat their file list.
+        if decoded:
+            # Each pass ends with a marker (skipped with the keys), so a pass without one image is noticed.
+            keys = _with_pass_ends(keys)
+            skip += skip // max(1, per_pass)
+        elif kind == 'memory':  # Prepared streams repeat their file list.
             keys = keys.repeat()
-        keys = keys.skip(start_step * per_pipeline_batch)
+        keys = keys.skip(skip)
+    elif decoded:
+        keys = keys.map(lambda key: (key, tf.constant(False)))
 
     # --- fetch and decode ---
     if kind == 'memory':
@@ -692,14 +1047,17 @@ def make_dataset(
         # Gather whole batches from memory: one op per batch instead of one per image.
         ds = keys.batch(per_replica_batch, drop_remainder=True)
         ds = ds.map(lambda idx: to_unit_range(tf.gather(images, idx)), num_parallel_calls=AUTOTUNE)
-    elif kind == 'stream' and source.prepared:
+    elif not decoded:  # prepared records
         # Batch first, then parse and decode_raw whole batches: one op per batch.
         res, ch = cfg.resolution, cfg.channels
         ds = keys.batch(per_replica_batch, drop_remainder=True)
         ds = ds.map(lambda s: to_unit_range(parse_prepared(s, res, ch)[0]), num_parallel_calls=AUTOTUNE)
     else:
-        raw = keys.map(_drop_label) if kind == 'stream' else _raw_records(source, keys)
-        ds = decode_counted(cfg, source, raw).batch(per_replica_batch, drop_remainder=True)
+        records = keys if kind == 'stream' else _fetch_marked(source, keys)
+        whole = skip % (per_pass + 1) == 0  # The first pass end follows a whole pass.
+        ds = decode_counted(cfg, source, records, per_pass, whole).batch(
+            per_replica_batch, drop_remainder=True
+        )
         ds = ds.map(lambda x, gaps: _count_and_scale(source.skipped, x, gaps), num_parallel_calls=AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = True

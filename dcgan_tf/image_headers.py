@@ -12,6 +12,8 @@ import tensorflow as tf
 
 # 50 megapixels: above any camera photo worth training on (150 MB as RGB uint8), far below a bomb.
 MAX_PIXELS = 50_000_000
+# In the error of an image over the limit, so callers can tell it from an undecodable one.
+TOO_LARGE = 'image larger than'
 
 
 def _bytes_at(raw: tf.Tensor, offset: int, length: int) -> tf.Tensor:
@@ -90,7 +92,7 @@ def guard_size(raw: tf.Tensor, max_pixels: int = MAX_PIXELS) -> tf.Tensor:
     """`raw` unchanged, or InvalidArgumentError (a skip in tf.data's ignore_errors) when it is enormous."""
     pixels = header_pixels(raw)
     check = tf.debugging.assert_less_equal(
-        pixels, tf.constant(max_pixels, tf.int64), message=f'image larger than {max_pixels} pixels'
+        pixels, tf.constant(max_pixels, tf.int64), message=f'{TOO_LARGE} {max_pixels} pixels'
     )
     with tf.control_dependencies([check]):
         return tf.identity(raw)

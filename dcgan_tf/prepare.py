@@ -2,9 +2,9 @@
 
 Training then reads `--dataset=tfrecord:<out_dir>` without decoding a JPEG again: parsing raw pixels
 in whole batches is fast enough that a GPU, not the input, sets the pace. Shards hold contiguous
-ranges of the source in its order and are written in parallel; manifest.json records counts,
-resolution, channels, crop and the source, and is written last, so a folder with a manifest is
-complete.
+ranges of the source in its order and are written in parallel; manifest.json records each shard's
+count, byte length and SHA-256, the resolution, channels, crop and the source, and is written last,
+so a folder with a manifest is complete (data.py's reader checks the shards against it).
 """
 
 from __future__ import annotations
@@ -21,16 +21,8 @@ from dcgan_tf import data
 from dcgan_tf.config import Config
 
 
-def _example(image: bytes, label: int) -> bytes:
-    feature = {
-        'image': tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
-        'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-
-
-def _write_shard(cfg: Config, source: data.Source, path: str, start: int, stop: int) -> int:
-    """Writes examples [start, stop) of `source` that decode; returns how many."""
+def _write_shard(cfg: Config, source: data.Source, path: str, start: int, stop: int) -> dict:
+    """Writes examples [start, stop) of `source` that decode; returns the shard's manifest entry."""
     written = 0
     tmp = path + '.tmp'
     with tf.io.TFRecordWriter(tmp) as writer:
@@ -38,10 +30,12 @@ def _write_shard(cfg: Config, source: data.Source, path: str, start: int, stop: 
         batches = data.fitted_examples(cfg, source, start, stop).batch(256).prefetch(2)
         for images, labels in batches.as_numpy_iterator():
             for image, label in zip(images, labels, strict=True):
-                writer.write(_example(image.tobytes(), int(label)))
+                writer.write(data.prepared_example(image.tobytes(), int(label)))
             written += len(images)
+    # Read back once: the length and checksum are of the bytes that reached the disk.
+    length, sha256 = data.file_digest(tmp)
     tf.io.gfile.rename(tmp, path, overwrite=True)
-    return written
+    return {'file': os.path.basename(path), 'num_examples': written, 'bytes': length, 'sha256': sha256}
 
 
 def prepare_split(
@@ -56,13 +50,13 @@ def prepare_split(
     # Threads suffice: decoding and writing run in TensorFlow ops that release the GIL.
     workers = max(1, min(len(ranges), os.cpu_count() or 1, 8))
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        counts = list(
+        shards = list(
             pool.map(
                 lambda job: _write_shard(cfg, source, os.path.join(out_dir, job[0]), *job[1]),
                 zip(names, ranges, strict=True),
             )
         )
-    shards = [{'file': n, 'num_examples': c} for n, c in zip(names, counts, strict=True)]
+    counts = [shard['num_examples'] for shard in shards]
     return {'num_examples': sum(counts), 'skipped': total - sum(counts), 'shards': shards}
 
 

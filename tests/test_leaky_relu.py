@@ -48,7 +48,7 @@ def _remapper_errors(fast_layers: bool) -> str:
 
 
 def test_the_tutorial_training_graph_keeps_grappler_remapper():
-    # TensorFlow's own LeakyReLU gradient makes grappler's remapper fail on this graph (if a TensorFlow
-    # release fixes that, the first assertion says so and leaky_relu.py is no longer needed).
-    assert 'remapper failed' in _remapper_errors(fast_layers=False)
+    # With Keras' own LeakyReLU gradient, grappler's remapper fails on this graph on some CPUs (seen with
+    # AVX512_BF16, not on an AVX2-only one): the remapper's fusions depend on the CPU TensorFlow finds, so
+    # only our layer's graph is asserted, and it must keep the remapper on every CPU.
     assert 'remapper failed' not in _remapper_errors(fast_layers=True)
