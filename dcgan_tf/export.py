@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from dcgan_tf.config import MAX_SAMPLES, Config, ConfigError, from_flagfile_text, to_flagfile
+from dcgan_tf import workdir as workdir_lib
+from dcgan_tf.config import MAX_SAMPLES, Config, ConfigError, to_flagfile
 
-EXPORT_DIR = 'saved_model'
+EXPORT_DIR = workdir_lib.EXPORT_DIR
 Z_DISTRIBUTION = 'normal(0, 1)'  # What the Trainer draws z from (tf.random.Generator.normal).
 MAX_INTERP_STEPS = 1024
 METADATA_FILE = 'dcgan_metadata.json'  # Beside the SavedModel in assets.extra/, readable without TF.
@@ -184,7 +185,7 @@ def save(path: str, generator, cfg: Config, step: int, ema_generator=None, flags
     module = _Export(ema_generator if ema_generator is not None else generator, generator, metadata)
     parent = os.path.dirname(path.rstrip('/')) or '.'
     tf.io.gfile.makedirs(parent)
-    if path.startswith('gs://'):  # No atomic folder rename on object stores: write in place.
+    if workdir_lib.is_url(path):  # No (atomic) folder rename on object stores or ram://: write in place.
         tmp = path
     else:
         tmp = f'{path.rstrip("/")}.tmp{os.getpid()}'
@@ -280,20 +281,7 @@ def load(path: str, sampler: str = 'ema') -> LoadedGenerator:
 
 def run_config(workdir: str) -> Config:
     """The Config a run in `workdir` was trained with (its config.cfg), for rebuilding its models."""
-    import dataclasses
-
-    path = os.path.join(workdir, 'config.cfg')
-    if not tf.io.gfile.exists(path):
-        raise ConfigError(f'--workdir={workdir} has no config.cfg: it is not a training run folder.')
-    with tf.io.gfile.GFile(path) as f:
-        raw = from_flagfile_text(f.read())
-    values = {}
-    for field in dataclasses.fields(Config):
-        if field.name in raw:
-            text = raw[field.name]
-            kind = {'int': int, 'float': float, 'bool': lambda s: s == 'true', 'str': str}[field.type]
-            values[field.name] = kind(text)
-    return Config(**values)
+    return workdir_lib.recorded_config(workdir)
 
 
 def restore_generators(
@@ -310,10 +298,12 @@ def restore_generators(
     from dcgan_tf import models  # noqa: PLC0415 - only this path needs the model builders.
 
     cfg = cfg or run_config(workdir)
-    latest = tf.train.latest_checkpoint(checkpoint_dir or os.path.join(workdir, 'checkpoints'))
+    latest = tf.train.latest_checkpoint(checkpoint_dir or workdir_lib.checkpoint_dir(workdir))
     if latest is None:
         raise ConfigError(f'--workdir={workdir} {missing}.')
-    names = {name.split('/')[0] for name, _ in tf.train.list_variables(latest)}
+    # The checkpoint reader itself: tf.train.list_variables takes a ram:// prefix for a folder.
+    reader = tf.compat.v1.train.NewCheckpointReader(latest)
+    names = {name.split('/')[0] for name in reader.get_variable_to_shape_map()}
     generator = models.build_generator(cfg)
     ema_generator = models.build_generator(cfg) if 'ema_generator' in names else None
     step = tf.Variable(0, dtype=tf.int64)
@@ -328,6 +318,5 @@ def export_from_checkpoint(workdir: str, path: str | None = None) -> str:
     """`--mode=export`: the latest checkpoint of the run in `workdir` -> `<workdir>/saved_model`."""
     cfg, generator, ema_generator, step = restore_generators(workdir)
     # The run's own config.cfg, not the Config rebuilt from it (which fills in today's defaults).
-    with tf.io.gfile.GFile(os.path.join(workdir, 'config.cfg')) as f:
-        flags = f.read()
-    return save(path or os.path.join(workdir, EXPORT_DIR), generator, cfg, step, ema_generator, flags)
+    flags = workdir_lib.read_config_text(workdir)
+    return save(path or workdir_lib.export_path(workdir), generator, cfg, step, ema_generator, flags)

@@ -151,26 +151,18 @@ def main(argv: list[str]) -> None:
 
 
 def _check_workdir_writable(cfg: config_lib.Config) -> None:
-    if cfg.mode != 'train' or cfg.workdir.startswith('gs://'):
+    """Training needs a workdir it can write; --overwrite deletes only a run folder (the deletion itself
+    happens in training, under the workdir's lock)."""
+    if cfg.mode != 'train':
         return
-    if cfg.overwrite and os.path.isdir(cfg.workdir):
-        import shutil
+    from dcgan_tf import workdir
 
-        # Only a run folder (or an empty one) is deleted: `--workdir=. --overwrite` must not wipe a project.
-        if os.listdir(cfg.workdir) and not os.path.isfile(os.path.join(cfg.workdir, 'config.cfg')):
-            _fail(
-                f'--overwrite refuses to delete --workdir={cfg.workdir}: it holds files but no config.cfg, '
-                f'so it is not a dcgan_tf run folder.'
-            )
-        shutil.rmtree(cfg.workdir)
     try:
-        os.makedirs(cfg.workdir, exist_ok=True)
-        probe = os.path.join(cfg.workdir, f'.write_test{os.getpid()}')
-        with open(probe, 'w') as f:
-            f.write('ok')
-        os.remove(probe)
-    except OSError as e:
-        _fail(f'--workdir={cfg.workdir} is not writable ({e.strerror}).')
+        if cfg.overwrite:
+            workdir.check_overwrite(cfg.workdir)
+        workdir.ensure_writable(cfg.workdir)
+    except config_lib.ConfigError as e:
+        _fail(str(e))
 
 
 def run() -> None:

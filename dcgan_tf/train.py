@@ -8,9 +8,6 @@ happens between calls, in `train_and_evaluate`.
 
 from __future__ import annotations
 
-import glob
-import json
-import os
 import time
 from typing import Any
 
@@ -21,7 +18,8 @@ from absl import logging
 
 from dcgan_tf import data, distribute, evaluate, images, losses, models, safety
 from dcgan_tf import export as export_lib
-from dcgan_tf.config import MODEL_FLAGS, Config, ConfigError, from_flagfile_text, to_flagfile
+from dcgan_tf import workdir as workdir_lib
+from dcgan_tf.config import Config, ConfigError, to_flagfile
 
 METRIC_KEYS = ('d_loss', 'g_loss', 'd_real', 'd_fake')
 
@@ -82,7 +80,8 @@ def _seed_states(*models_: keras.Model) -> list[tf.Variable]:
 
 def _lacks_ema(checkpoint_dir: str) -> bool:
     latest = tf.train.latest_checkpoint(checkpoint_dir)
-    names = [name for name, _ in tf.train.list_variables(latest)] if latest else []
+    # The checkpoint reader itself: tf.train.list_variables takes a ram:// prefix for a folder.
+    names = tf.compat.v1.train.NewCheckpointReader(latest).get_variable_to_shape_map() if latest else {}
     return bool(latest) and not any(name.startswith('ema_generator/') for name in names)
 
 
@@ -176,14 +175,14 @@ class Trainer:
             # checkpoint; without it a resumed run would drop other units than an unbroken one.
             layer_seeds=_seed_states(self.generator, self.discriminator),
         )
+        self.checkpoint_dir = workdir_lib.checkpoint_dir(workdir)
         # A run checkpointed before the EMA existed resumes too: its average starts at the restored weights.
-        ema_later = self.ema_generator is not None and _lacks_ema(os.path.join(workdir, 'checkpoints'))
+        ema_later = self.ema_generator is not None and _lacks_ema(self.checkpoint_dir)
         if self.ema_generator is not None and not ema_later:
             self.checkpoint.ema_generator = self.ema_generator
         self.is_chief = distribute.is_chief(self.strategy)
         # Every task restores from the chief's checkpoints (a shared workdir, e.g. gs://); the others
         # must save too (collectives) but into a local scratch folder, as in TF's multi-worker guide.
-        self.checkpoint_dir = os.path.join(workdir, 'checkpoints')
         checkpoint_dir = self.checkpoint_dir
         if not self.is_chief:
             checkpoint_dir = distribute.worker_scratch_dir(self.strategy)
@@ -204,13 +203,14 @@ class Trainer:
         self._train_fn = self._train_steps if cfg.run_eagerly else tf.function(self._train_steps)
         self._iterator = None
         self.stopped_by: str | None = None  # The signal that ended train_and_evaluate early, if any.
+        self.evaluator = None  # The periodic evaluator of train_and_evaluate (--eval_every), if any.
 
     # --- state ---
 
     def restore(self) -> str | None:
         """Restores the latest checkpoint in the workdir, if any; returns its path."""
         if self.is_chief:  # Half-written checkpoints of a killed run: never referenced, only clutter.
-            for stale in tf.io.gfile.glob(os.path.join(self.checkpoint_dir, '*_temp')):
+            for stale in tf.io.gfile.glob(f'{self.checkpoint_dir}/*_temp'):
                 tf.io.gfile.rmtree(stale)
         latest = tf.train.latest_checkpoint(self.checkpoint_dir)
         if latest:
@@ -331,72 +331,18 @@ class Trainer:
         return self.generator.count_params(), self.discriminator.count_params()
 
 
-# --- workdir bookkeeping ---
+# --- helpers of the loop ---
 
 
-def _check_or_write_config(cfg: Config, workdir: str, write: bool = True) -> None:
-    """Records the flags (when `write`: the chief); refuses to resume a workdir whose model differs."""
-    path = os.path.join(workdir, 'config.cfg')
-    if tf.io.gfile.exists(path):
-        with tf.io.gfile.GFile(path) as f:
-            old = from_flagfile_text(f.read())
-        new = from_flagfile_text(to_flagfile(cfg))
-        differing = [n for n in MODEL_FLAGS if n in old and old[n] != new[n]]
-        if differing:
-            raise ConfigError(
-                f'--workdir={workdir} holds a run with other model flags ('
-                + ', '.join(f'--{n}={old[n]} there, {new[n]} now' for n in differing)
-                + '); use another --workdir or --overwrite to start afresh.'
-            )
-    if write:
-        images.write_file(path, to_flagfile(cfg).encode())
-
-
-def _append_metrics(path: str, step: int, values: dict[str, float]) -> None:
-    with open(path, 'a') as f:
-        f.write(json.dumps({'step': step, **values}) + '\n')
-
-
-def read_metrics(path: str) -> list[dict[str, float]]:
-    if not os.path.exists(path):
-        return []
-    records = []
-    with open(path) as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except ValueError:  # A line cut short by a killed process (or blank): skip it.
-                continue
-    return records
-
-
-def _write_sample_grid(trainer: Trainer, z: tf.Tensor, samples_dir: str, writer) -> np.ndarray:
+def _write_sample_grid(trainer: Trainer, z: tf.Tensor, writer) -> np.ndarray:
     step = int(trainer.step)
-    grid = images.save_grid(os.path.join(samples_dir, f'step_{step:07d}.png'), trainer.generate(z))
+    grid = images.save_grid(workdir_lib.sample_grid_path(trainer.workdir, step), trainer.generate(z))
     with writer.as_default(step=step):
         tf.summary.image('samples/fixed_z', grid[None], max_outputs=1)
         if trainer.ema_generator is not None:  # Beside the raw grid: same z, averaged weights.
             ema_grid = images.make_grid(trainer.ema_generator(z, training=False).numpy())
             tf.summary.image('samples/fixed_z_ema', ema_grid[None], max_outputs=1)
     return grid
-
-
-def _write_final_pictures(workdir: str, metrics_path: str) -> None:
-    samples_dir = os.path.join(workdir, 'samples')
-    grids = sorted(glob.glob(os.path.join(samples_dir, 'step_*.png')))
-    if grids:
-        import imageio.v3 as iio
-
-        frames = [iio.imread(p) for p in grids]
-        shapes = {f.shape for f in frames}
-        if len(shapes) == 1:
-            images.save_gif(os.path.join(samples_dir, 'progress.gif'), frames)
-    history = read_metrics(metrics_path)
-    if history:
-        images.plot_losses(
-            os.path.join(samples_dir, 'losses.png'),
-            {k: [(h['step'], h[k]) for h in history if k in h] for k in ('d_loss', 'g_loss')},
-        )
 
 
 def _next_stop(step: int, total: int, cfg: Config) -> int:
@@ -462,23 +408,19 @@ def _check_diversity(
 # --- the outer loop ---
 
 
-def train_and_evaluate(
-    cfg: Config,
-    workdir: str,
-    *,
-    strategy: tf.distribute.Strategy | None = None,
-    source: data.Source | None = None,
+def _start_up(
+    cfg: Config, workdir: str, strategy: tf.distribute.Strategy, source: data.Source | None
 ) -> Trainer:
-    """Trains (or resumes) the run in `workdir` to its last step; returns the Trainer.
-
-    Writes config.cfg, checkpoints/, tensorboard/train, samples/ (fixed-z grids every
-    --sample_every steps, progress.gif and losses.png at the end) and metrics.jsonl.
-    """
+    """The Trainer of the run in `workdir`, restored; config.cfg is written only once that succeeded."""
+    chief = distribute.is_chief(strategy)
+    if cfg.overwrite and chief:  # The other tasks of a multi-worker job share the folder.
+        workdir_lib.clear(workdir)
     tf.io.gfile.makedirs(workdir)
-    strategy = strategy or distribute.create_strategy(cfg)
-    # Every task of a multi-worker job checks the workdir's model flags; only the chief records them.
-    _check_or_write_config(cfg, workdir, write=distribute.is_chief(strategy))
+    if not cfg.overwrite:  # Every task checks the model flags (with --overwrite the chief deletes them).
+        workdir_lib.check_config(workdir, cfg)
     trainer = Trainer(cfg, workdir, strategy=strategy, source=source)
+    if trainer.is_chief:
+        workdir_lib.write_config(workdir, cfg)
     g_params, d_params = trainer.num_params()
     logging.info(
         'Data: %s, resolution %d, %d channel(s).', data.describe(trainer.source), cfg.resolution, cfg.channels
@@ -492,111 +434,136 @@ def train_and_evaluate(
         'on' if trainer.use_jit else 'off',
     )
     logging.info('Training %d steps at global batch %d in %s.', trainer.total_steps, cfg.batch_size, workdir)
+    return trainer
 
+
+def _train_loop(trainer: Trainer, stop: safety.GracefulStop, metrics_log: workdir_lib.MetricsLog) -> None:
+    """Trains to the last step (or a stop signal) in calls that end where something is due."""
+    cfg = trainer.cfg
     # Side effects happen on the chief only; workers write to a scratch place (TF's guide).
-    summary_dir = os.path.join(workdir, 'tensorboard', 'train')
-    samples_dir = os.path.join(workdir, 'samples')
-    metrics_path = os.path.join(workdir, 'metrics.jsonl')
     writer = (
-        tf.summary.create_file_writer(summary_dir) if trainer.is_chief else tf.summary.create_noop_writer()
+        tf.summary.create_file_writer(workdir_lib.summary_dir(trainer.workdir))
+        if trainer.is_chief
+        else tf.summary.create_noop_writer()
     )
     if trainer.is_chief and trainer.restored_from is None:
         with writer.as_default(step=0):
             tf.summary.text('config', '```\n' + to_flagfile(cfg) + '```')
     z_grid = fixed_noise(cfg, cfg.num_grid)
     metrics = {k: keras.metrics.Mean(name=k) for k in METRIC_KEYS}
-    progress = keras.utils.Progbar(
-        trainer.total_steps, unit_name='step', stateful_metrics=[*METRIC_KEYS, 'img/s']
-    )
     step = int(trainer.step)
     if step == 0 and trainer.is_chief:
-        _write_sample_grid(trainer, z_grid, samples_dir, writer)
-    window_start, window_steps = time.perf_counter(), 0
-    first_call = True
+        _write_sample_grid(trainer, z_grid, writer)
     # Reference spread of real images for the mode-collapse warning (a ratio fits every data set).
     real_grid = data.take_images(trainer.source, cfg.num_grid, cfg) if cfg.collapse_threshold else None
     rollbacks, was_diverse = 0, False
-    # SIGINT/SIGTERM (Ctrl-C, preemption) end the loop after the current call, with a checkpoint.
     # --eval_every: real statistics once, now; then quality metrics, eval/* and checkpoints/best.
-    evaluator = evaluate.PeriodicEvaluator(cfg, trainer, workdir) if cfg.eval_every else None
-    stop = safety.GracefulStop().install()
-    while step < trainer.total_steps:
-        num_steps = _next_stop(step, trainer.total_steps, cfg) - step
-        if first_call:
-            logging.info('Tracing the train step (the first call is slow).')
-        values = trainer.train_steps(num_steps)
-        if first_call:
-            logging.info('First call done.')
-            first_call = False
-        bad = safety.non_finite(values)
-        if bad is not None:  # Checked before anything is saved: the bad state never reaches disk.
-            try:
+    evaluator = evaluate.PeriodicEvaluator(cfg, trainer, trainer.workdir) if cfg.eval_every else None
+    trainer.evaluator = evaluator
+    progress = keras.utils.Progbar(
+        trainer.total_steps, unit_name='step', stateful_metrics=[*METRIC_KEYS, 'img/s']
+    )
+    window_start, window_steps = time.perf_counter(), 0
+    first_call = True
+    try:
+        while step < trainer.total_steps:
+            num_steps = _next_stop(step, trainer.total_steps, cfg) - step
+            if first_call:
+                logging.info('Tracing the train step (the first call is slow).')
+            values = trainer.train_steps(num_steps)
+            if first_call:
+                logging.info('First call done.')
+                first_call = False
+            bad = safety.non_finite(values)
+            if bad is not None:  # Checked before anything is saved: the bad state never reaches disk.
                 rollbacks = _roll_back_or_raise(trainer, bad, step, num_steps, rollbacks)
-            except safety.NumericalError:
-                stop.uninstall()
-                raise
-            step, window_steps = int(trainer.step), 0
-            for m in metrics.values():
-                m.reset_state()
-            continue
-        step += num_steps
-        window_steps += num_steps
-        for k, v in values.items():
-            metrics[k].update_state(v, sample_weight=num_steps)
-        last = step >= trainer.total_steps
+                step, window_steps = int(trainer.step), 0
+                for m in metrics.values():
+                    m.reset_state()
+                continue
+            step += num_steps
+            window_steps += num_steps
+            for k, v in values.items():
+                metrics[k].update_state(v, sample_weight=num_steps)
+            last = step >= trainer.total_steps
 
-        if step % cfg.log_every == 0 or last:
-            elapsed = time.perf_counter() - window_start
-            logged = {k: float(m.result()) for k, m in metrics.items()}
-            logged['images_per_second'] = window_steps * cfg.batch_size / max(elapsed, 1e-9)
-            logged['steps_per_second'] = window_steps / max(elapsed, 1e-9)
-            with writer.as_default(step=step):
-                for k, v in logged.items():
-                    tf.summary.scalar(f'train/{k}', v)
-                # Undecodable files skipped so far (folder and LMDB sources); 0 for in-memory data.
-                tf.summary.scalar('data/skipped_images', data.num_skipped(trainer.source))
-            if trainer.is_chief:
-                _append_metrics(metrics_path, step, logged)
-            progress.update(
-                step, [(k, logged[k]) for k in METRIC_KEYS] + [('img/s', logged['images_per_second'])]
-            )
-            for m in metrics.values():
-                m.reset_state()
-            window_start, window_steps = time.perf_counter(), 0
-        if trainer.is_chief and (step % cfg.sample_every == 0 or last):
-            _write_sample_grid(trainer, z_grid, samples_dir, writer)
-            if real_grid is not None and len(real_grid) > 1:
-                was_diverse = _check_diversity(trainer, z_grid, real_grid, writer, step, was_diverse)
-        stopping = stop.requested  # Read once: a signal arriving later is handled after the next call.
-        if step % cfg.checkpoint_every == 0 or last or stopping:
-            trainer.save()
-        if evaluator is not None and (step % cfg.eval_every == 0 or last) and not stopping:
-            evaluator(step)
-        if stopping:
-            logging.info(
-                'Stopped by %s at step %d with a checkpoint; the same command resumes from here.',
-                stop.signal_name,
-                step,
-            )
-            break
-    stop.uninstall()
-    trainer.stopped_by = stop.signal_name  # None when the run reached its last step.
-    writer.flush()
+            if step % cfg.log_every == 0 or last:
+                elapsed = max(time.perf_counter() - window_start, 1e-9)
+                logged = {k: float(m.result()) for k, m in metrics.items()}
+                logged['images_per_second'] = window_steps * cfg.batch_size / elapsed
+                logged['steps_per_second'] = window_steps / elapsed
+                with writer.as_default(step=step):
+                    for k, v in logged.items():
+                        tf.summary.scalar(f'train/{k}', v)
+                    # Undecodable files skipped so far (folder and LMDB sources); 0 for in-memory data.
+                    tf.summary.scalar('data/skipped_images', data.num_skipped(trainer.source))
+                metrics_log.append(step, logged)
+                progress.update(
+                    step, [(k, logged[k]) for k in METRIC_KEYS] + [('img/s', logged['images_per_second'])]
+                )
+                for m in metrics.values():
+                    m.reset_state()
+                window_start, window_steps = time.perf_counter(), 0
+            if trainer.is_chief and (step % cfg.sample_every == 0 or last):
+                _write_sample_grid(trainer, z_grid, writer)
+                if real_grid is not None and len(real_grid) > 1:
+                    was_diverse = _check_diversity(trainer, z_grid, real_grid, writer, step, was_diverse)
+            stopping = stop.requested  # Read once: a signal arriving later is handled after the next call.
+            if step % cfg.checkpoint_every == 0 or last or stopping:
+                trainer.save()
+            if evaluator is not None and (step % cfg.eval_every == 0 or last) and not stopping:
+                evaluator(step)
+            if stopping:
+                logging.info(
+                    'Stopped by %s at step %d with a checkpoint; the same command resumes from here.',
+                    stop.signal_name,
+                    step,
+                )
+                break
+    finally:
+        writer.flush()
+
+
+def _finish(trainer: Trainer, metrics_log: workdir_lib.MetricsLog) -> None:
+    """After the loop: the worker's scratch copies go; the chief draws the final pictures and exports."""
+    cfg, workdir = trainer.cfg, trainer.workdir
     if not trainer.is_chief:  # A worker's checkpoint copies were only there for the collectives.
         tf.io.gfile.rmtree(trainer.manager.directory)
-    if trainer.is_chief:
-        _write_final_pictures(workdir, metrics_path)
-        if cfg.export_at_end and trainer.stopped_by is None:  # A stop leaves time only for the checkpoint.
-            path = os.path.join(workdir, export_lib.EXPORT_DIR)
-            if cfg.export_best and evaluator is not None:
-                evaluate.export_best(workdir, path)
-            else:
-                export_lib.save(path, trainer.generator, cfg, step, trainer.ema_generator)
-            logging.info('Exported the generator to %s.', path)
+        return
+    workdir_lib.write_final_pictures(workdir, metrics_log.records)
+    if cfg.export_at_end and trainer.stopped_by is None:  # A stop leaves time only for the checkpoint.
+        path = workdir_lib.export_path(workdir)
+        if cfg.export_best and trainer.evaluator is not None:
+            evaluate.export_best(workdir, path)
+        else:
+            export_lib.save(path, trainer.generator, cfg, int(trainer.step), trainer.ema_generator)
+        logging.info('Exported the generator to %s.', path)
+
+
+def train_and_evaluate(
+    cfg: Config,
+    workdir: str,
+    *,
+    strategy: tf.distribute.Strategy | None = None,
+    source: data.Source | None = None,
+) -> Trainer:
+    """Trains (or resumes) the run in `workdir` to its last step; returns the Trainer.
+
+    Writes config.cfg, checkpoints/, tensorboard/train, samples/ (fixed-z grids every
+    --sample_every steps, progress.gif and losses.png at the end), metrics.jsonl and saved_model/.
+    SIGINT/SIGTERM stop the run after the current call, with a checkpoint.
+    """
+    strategy = strategy or distribute.create_strategy(cfg)
+    with safety.GracefulStop() as stop:
+        trainer = _start_up(cfg, workdir, strategy, source)
+        metrics_log = workdir_lib.MetricsLog(workdir, resume_step=int(trainer.step), write=trainer.is_chief)
+        _train_loop(trainer, stop, metrics_log)
+    trainer.stopped_by = stop.signal_name  # None when the run reached its last step.
+    _finish(trainer, metrics_log)
     return trainer
 
 
 def final_metrics(workdir: str) -> dict[str, Any]:
     """The last logged metrics of a run (for tests and notebooks)."""
-    history = read_metrics(os.path.join(workdir, 'metrics.jsonl'))
+    history = workdir_lib.read_metrics(workdir)
     return history[-1] if history else {}

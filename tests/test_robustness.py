@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 from conftest import REPO_ROOT, TINY_CLI, tiny_config
 
-from dcgan_tf import data, image_headers, safety, train
+from dcgan_tf import data, image_headers, safety, train, workdir
 
 # --- helpers ---
 
@@ -125,7 +125,7 @@ def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, 
     # The bad state was not written: the last good checkpoint is the latest one, byte for byte.
     assert tf.train.latest_checkpoint(str(checkpoints)).endswith('ckpt-2')
     assert _digest(checkpoints) == digests
-    history = train.read_metrics(str(tmp_path / 'metrics.jsonl'))
+    history = workdir.read_metrics(str(tmp_path))
     assert [h['step'] for h in history] == [2]
     # Signal handlers are put back even though the run stopped with an error.
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
@@ -147,7 +147,7 @@ def test_rollback_restores_halves_the_learning_rates_and_goes_on(tmp_path, monke
     assert float(trainer.g_optimizer.learning_rate) == pytest.approx(2e-4)
     assert float(trainer.d_optimizer.learning_rate) == pytest.approx(cfg.d_lr / 2)
     assert 'rolled back to' in caplog.text and 'ckpt-2' in caplog.text
-    history = train.read_metrics(str(tmp_path / 'metrics.jsonl'))
+    history = workdir.read_metrics(str(tmp_path))
     assert [h['step'] for h in history] == [2, 4, 6]
     assert all(np.isfinite(h['d_loss']) and np.isfinite(h['g_loss']) for h in history)
     weights = [w.numpy() for w in trainer.generator.weights]
