@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from dcgan_tf import workdir as workdir_lib
 from dcgan_tf.config import MAX_SAMPLES, Config, ConfigError, to_flagfile
+from dcgan_tf.workdir import checkpoints as workdir_checkpoints
 
 EXPORT_DIR = workdir_lib.EXPORT_DIR
 Z_DISTRIBUTION = 'normal(0, 1)'  # What the Trainer draws z from (tf.random.Generator.normal).
@@ -290,28 +291,31 @@ def restore_generators(
     checkpoint_dir: str | None = None,
     missing: str = 'has no checkpoint yet; train first (--mode=train)',
 ):
-    """(cfg, generator, ema_generator or None, step) from the latest checkpoint of a run.
+    """(cfg, generator, ema_generator or None, step) from the newest checkpoint of a run that restores.
 
     `checkpoint_dir` defaults to `<workdir>/checkpoints` (evaluation passes its `best/` folder);
-    `missing` completes the sentence raised when it holds no checkpoint.
+    `missing` completes the sentence raised when it holds no checkpoint. Nothing in the workdir is
+    changed: a damaged latest checkpoint falls back to the one before with a warning.
     """
     from dcgan_tf import models  # noqa: PLC0415 - only this path needs the model builders.
 
     cfg = cfg or run_config(workdir)
-    latest = tf.train.latest_checkpoint(checkpoint_dir or workdir_lib.checkpoint_dir(workdir))
-    if latest is None:
+    built = {}
+
+    def restore(prefix: str) -> None:
+        names = workdir_checkpoints.checkpoint_objects(prefix)
+        built.clear()
+        built['generator'] = models.build_generator(cfg)
+        if 'ema_generator' in names:
+            built['ema_generator'] = models.build_generator(cfg)
+        built['step'] = tf.Variable(0, dtype=tf.int64)
+        tf.train.Checkpoint(**built).restore(prefix).expect_partial().assert_existing_objects_matched()
+
+    directory = checkpoint_dir or workdir_lib.checkpoint_dir(workdir)
+    restored, _ = workdir_checkpoints.restore_newest(directory, restore, workdir)
+    if restored is None:
         raise ConfigError(f'--workdir={workdir} {missing}.')
-    # The checkpoint reader itself: tf.train.list_variables takes a ram:// prefix for a folder.
-    reader = tf.compat.v1.train.NewCheckpointReader(latest)
-    names = {name.split('/')[0] for name in reader.get_variable_to_shape_map()}
-    generator = models.build_generator(cfg)
-    ema_generator = models.build_generator(cfg) if 'ema_generator' in names else None
-    step = tf.Variable(0, dtype=tf.int64)
-    parts = {'generator': generator, 'step': step}
-    if ema_generator is not None:
-        parts['ema_generator'] = ema_generator
-    tf.train.Checkpoint(**parts).restore(latest).expect_partial().assert_existing_objects_matched()
-    return cfg, generator, ema_generator, int(step)
+    return cfg, built['generator'], built.get('ema_generator'), int(built['step'])
 
 
 def export_from_checkpoint(workdir: str, path: str | None = None) -> str:

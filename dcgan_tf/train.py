@@ -20,6 +20,7 @@ from dcgan_tf import data, distribute, evaluate, images, losses, models, safety
 from dcgan_tf import export as export_lib
 from dcgan_tf import workdir as workdir_lib
 from dcgan_tf.config import Config, ConfigError, to_flagfile
+from dcgan_tf.workdir import checkpoints as workdir_checkpoints
 
 METRIC_KEYS = ('d_loss', 'g_loss', 'd_real', 'd_fake')
 
@@ -76,13 +77,6 @@ def _use_jit(cfg: Config, strategy: tf.distribute.Strategy) -> bool:
 
 def _seed_states(*models_: keras.Model) -> list[tf.Variable]:
     return [v.value for m in models_ for v in m.variables if 'seed_generator_state' in v.path]
-
-
-def _lacks_ema(checkpoint_dir: str) -> bool:
-    latest = tf.train.latest_checkpoint(checkpoint_dir)
-    # The checkpoint reader itself: tf.train.list_variables takes a ram:// prefix for a folder.
-    names = tf.compat.v1.train.NewCheckpointReader(latest).get_variable_to_shape_map() if latest else {}
-    return bool(latest) and not any(name.startswith('ema_generator/') for name in names)
 
 
 def _build_ema_generator(cfg: Config, generator: keras.Model) -> keras.Model:
@@ -164,7 +158,7 @@ class Trainer:
             # A moving average of G's weights samples better than the last iterate (the export's default).
             self.ema_generator = _build_ema_generator(cfg, self.generator) if cfg.ema_decay > 0 else None
 
-        self.checkpoint = tf.train.Checkpoint(
+        self._parts = dict(
             generator=self.generator,
             discriminator=self.discriminator,
             g_optimizer=self.g_optimizer,
@@ -175,24 +169,21 @@ class Trainer:
             # checkpoint; without it a resumed run would drop other units than an unbroken one.
             layer_seeds=_seed_states(self.generator, self.discriminator),
         )
-        self.checkpoint_dir = workdir_lib.checkpoint_dir(workdir)
-        # A run checkpointed before the EMA existed resumes too: its average starts at the restored weights.
-        ema_later = self.ema_generator is not None and _lacks_ema(self.checkpoint_dir)
-        if self.ema_generator is not None and not ema_later:
-            self.checkpoint.ema_generator = self.ema_generator
+        if self.ema_generator is not None:
+            self._parts['ema_generator'] = self.ema_generator
+        self.checkpoint = tf.train.Checkpoint(**self._parts)
         self.is_chief = distribute.is_chief(self.strategy)
         # Every task restores from the chief's checkpoints (a shared workdir, e.g. gs://); the others
         # must save too (collectives) but into a local scratch folder, as in TF's multi-worker guide.
+        self.checkpoint_dir = workdir_lib.checkpoint_dir(workdir)
+        # Before the manager exists: it reads checkpoints/checkpoint, which a fallback rewrites.
+        self.restored_from = self.restore()
         checkpoint_dir = self.checkpoint_dir
         if not self.is_chief:
             checkpoint_dir = distribute.worker_scratch_dir(self.strategy)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, checkpoint_dir, max_to_keep=cfg.keep_checkpoints, step_counter=self.step
         )
-        self.restored_from = self.restore()
-        if ema_later:
-            self.ema_generator.set_weights(self.generator.get_weights())
-            self.checkpoint.ema_generator = self.ema_generator
         self.use_jit = _use_jit(cfg, self.strategy)
         self._replica_step_fn = (
             self._replica_step
@@ -207,16 +198,37 @@ class Trainer:
 
     # --- state ---
 
+    def _restore_from(self, prefix: str) -> None:
+        """Restores one checkpoint; raises (workdir.restore_newest tells the reasons apart) if it cannot."""
+        names = workdir_checkpoints.checkpoint_objects(prefix)
+        parts = dict(self._parts)
+        # A run checkpointed before the EMA existed resumes too: its average starts at the restored weights.
+        ema_later = self.ema_generator is not None and 'ema_generator' not in names
+        if ema_later:
+            del parts['ema_generator']
+        status = tf.train.Checkpoint(**parts).restore(prefix).assert_existing_objects_matched()
+        status.expect_partial()  # Values of parts this run lacks (an EMA with --ema_decay=0) are fine.
+        if ema_later:
+            self.ema_generator.set_weights(self.generator.get_weights())
+
     def restore(self) -> str | None:
-        """Restores the latest checkpoint in the workdir, if any; returns its path."""
-        if self.is_chief:  # Half-written checkpoints of a killed run: never referenced, only clutter.
-            for stale in tf.io.gfile.glob(f'{self.checkpoint_dir}/*_temp'):
-                tf.io.gfile.rmtree(stale)
-        latest = tf.train.latest_checkpoint(self.checkpoint_dir)
-        if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-            logging.info('Resumed from %s at step %d.', latest, int(self.step))
-        return latest
+        """Restores the newest checkpoint that restores, if any; returns its path.
+
+        A damaged latest checkpoint falls back to the one before, with a warning, and the chief points
+        checkpoints/checkpoint at the one restored so the manager goes on from it. A checkpoint of another
+        model, or checkpoints none of which restores, raise ConfigError with nothing changed.
+        """
+        restored, fallback = workdir_checkpoints.restore_newest(
+            self.checkpoint_dir, self._restore_from, self.workdir
+        )
+        if restored is None:
+            return None
+        if self.is_chief:
+            if fallback:
+                workdir_checkpoints.write_checkpoint_state(self.checkpoint_dir, restored)
+            workdir_checkpoints.remove_unfinished_saves(self.checkpoint_dir)
+        logging.info('Resumed from %s at step %d.', restored, int(self.step))
+        return restored
 
     def save(self) -> str:
         return self.manager.save(checkpoint_number=self.step)
@@ -227,7 +239,7 @@ class Trainer:
         # checkpoint must not undo the first one's halving.
         rates = [float(o.learning_rate) * 0.5 for o in (self.g_optimizer, self.d_optimizer)]
         latest = self.manager.latest_checkpoint
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        self._restore_from(latest)
         self.g_optimizer.learning_rate, self.d_optimizer.learning_rate = rates
         self._iterator = None  # Skips again to the restored step: the data order of an unbroken run.
         return latest
@@ -411,7 +423,8 @@ def _check_diversity(
 def _start_up(
     cfg: Config, workdir: str, strategy: tf.distribute.Strategy, source: data.Source | None
 ) -> Trainer:
-    """The Trainer of the run in `workdir`, restored; config.cfg is written only once that succeeded."""
+    """The Trainer of the run in `workdir`, restored; config.cfg is written only once that succeeded, so
+    a refused resume (another model, no checkpoint that restores) leaves every file as it was."""
     chief = distribute.is_chief(strategy)
     if cfg.overwrite and chief:  # The other tasks of a multi-worker job share the folder.
         workdir_lib.clear(workdir)

@@ -2,6 +2,7 @@
 local trace), config.cfg that resumes, and one sentence for every damaged file."""
 
 import hashlib
+import logging
 import os
 import shutil
 
@@ -10,7 +11,7 @@ import tensorflow as tf
 from conftest import tiny_config
 
 from dcgan_tf import export, sampling, train, workdir
-from dcgan_tf.config import validate
+from dcgan_tf.config import ConfigError, validate
 
 STEPS = 4  # The shared run: checkpoints ckpt-2 and ckpt-4, metrics at steps 2 and 4, an export.
 
@@ -48,6 +49,89 @@ def _tree(path: str) -> dict[str, str]:
 
 def _ckpt(run: str, step: int) -> str:
     return os.path.join(run, 'checkpoints', f'ckpt-{step}')
+
+
+# --- a workdir is never silently restarted ---
+
+
+@pytest.mark.parametrize(
+    'damage, expected_step, named',
+    [
+        ('delete_state_file', 4, 'checkpoints/checkpoint is missing'),
+        ('delete_latest_index', 2, 'ckpt-4: files missing'),
+        ('state_names_missing', 4, 'names ckpt-99, which does not exist'),
+        ('garbage_state_file', 4, 'is not a checkpoint state file'),
+        ('truncate_latest_data', 2, 'ckpt-4: damaged or cut short'),
+    ],
+)
+def test_a_damaged_checkpoint_falls_back_to_the_newest_that_restores(
+    trained, tmp_path, caplog, damage, expected_step, named
+):
+    run = _copy(trained, tmp_path)
+    state = os.path.join(run, 'checkpoints', 'checkpoint')
+    if damage == 'delete_state_file':
+        os.remove(state)
+    elif damage == 'delete_latest_index':
+        os.remove(_ckpt(run, 4) + '.index')
+    elif damage == 'state_names_missing':
+        with open(state, 'w') as f:
+            f.write('model_checkpoint_path: "ckpt-99"\nall_model_checkpoint_paths: "ckpt-99"\n')
+    elif damage == 'garbage_state_file':
+        with open(state, 'wb') as f:
+            f.write(b'\x00\xffnot { a proto')
+    else:
+        data = _ckpt(run, 4) + '.data-00000-of-00001'
+        with open(data, 'rb') as f:
+            content = f.read()
+        with open(data, 'wb') as f:
+            f.write(content[: len(content) // 2])
+    with caplog.at_level(logging.WARNING):
+        trainer = train.Trainer(_cfg(), run)
+    assert int(trainer.step) == expected_step
+    assert trainer.restored_from == _ckpt(run, expected_step)
+    # One warning naming what could not be restored and what was used instead.
+    warning = [r.getMessage() for r in caplog.records if 'resumed from' in r.getMessage()]
+    assert len(warning) == 1 and named in warning[0] and f'ckpt-{expected_step} instead' in warning[0]
+    # The manager goes on from the restored checkpoint (rollback and rotation read it).
+    assert trainer.manager.latest_checkpoint == _ckpt(run, expected_step)
+
+
+def test_after_a_fallback_saving_rotation_and_metrics_go_on(trained, tmp_path):
+    run = _copy(trained, tmp_path)
+    os.remove(_ckpt(run, 4) + '.index')  # Resumes from step 2, with steps 2 and 4 in metrics.jsonl.
+    trainer = train.train_and_evaluate(_cfg(train_steps=6, keep_checkpoints=2), run)
+    assert trainer.restored_from.endswith('ckpt-2') and int(trainer.step) == 6
+    # Step 4 was trained again and saved over the damaged files; ckpt-2 rotated out.
+    assert [os.path.basename(p) for p in trainer.manager.checkpoints] == ['ckpt-4', 'ckpt-6']
+    assert not os.path.exists(_ckpt(run, 2) + '.index')
+    assert tf.train.latest_checkpoint(os.path.join(run, 'checkpoints')) == _ckpt(run, 6)
+    # Metrics never hold a step twice: the records after the restored step were dropped.
+    assert [h['step'] for h in workdir.read_metrics(run)] == [2, 4, 6]
+
+
+def test_a_checkpoint_of_another_model_is_refused_and_nothing_is_rewritten(trained, tmp_path):
+    run = _copy(trained, tmp_path)
+    with open(os.path.join(run, 'config.cfg'), 'w'):
+        pass  # An empty config.cfg: only the checkpoint itself can tell the model apart.
+    before = _tree(run)
+    with pytest.raises(ConfigError) as error:
+        train.train_and_evaluate(_cfg(gf_dim=16, train_steps=6), run)
+    message = str(error.value)
+    assert 'holds a checkpoint of another model' in message and 'generator/project/kernel' in message
+    assert '\n' not in message
+    assert _tree(run) == before  # config.cfg too: it is written only once a restore succeeded.
+
+
+def test_checkpoints_none_of_which_restores_are_refused_and_left_alone(trained, tmp_path):
+    run = _copy(trained, tmp_path)
+    for step in (2, 4):
+        os.remove(_ckpt(run, step) + '.index')
+    before = _tree(run)
+    with pytest.raises(
+        ConfigError, match=r'holds checkpoints but none of them restores \(ckpt-4: files missing'
+    ):
+        train.train_and_evaluate(_cfg(train_steps=6), run)
+    assert _tree(run) == before
 
 
 # --- config.cfg ---

@@ -4,13 +4,14 @@ A local path, gs://, s3:// or ram:// (TensorFlow's in-memory file system) behave
 hands a workdir path to open(), glob or os. The layout:
 
   config.cfg      the flags that re-run the same training (never --overwrite or --mode)
-  checkpoints/    tf.train.CheckpointManager's files, and best/ (periodic evaluation)
+  checkpoints/    tf.train.CheckpointManager's files, and best/ (periodic evaluation): checkpoints.py
   tensorboard/    train/ and eval/ event files
   samples/        step_XXXXXXX.png fixed-z grids, progress.gif, losses.png
   metrics.jsonl   one JSON object of averaged metrics per --log_every steps
   saved_model/    the exported generator
 
-It holds the layout, config.cfg, metrics.jsonl, the pictures, --overwrite and the writability probe.
+This module holds the layout, config.cfg, metrics.jsonl, the pictures, --overwrite and the writability
+probe; checkpoints.py chooses the checkpoint a run resumes from.
 """
 
 from __future__ import annotations
