@@ -21,6 +21,7 @@ from dcgan_tf import export as export_lib
 from dcgan_tf import workdir as workdir_lib
 from dcgan_tf.config import Config, ConfigError, to_flagfile
 from dcgan_tf.workdir import checkpoints as workdir_checkpoints
+from dcgan_tf.workdir import lock as workdir_lock
 
 METRIC_KEYS = ('d_loss', 'g_loss', 'd_real', 'd_fake')
 
@@ -426,7 +427,7 @@ def _start_up(
     """The Trainer of the run in `workdir`, restored; config.cfg is written only once that succeeded, so
     a refused resume (another model, no checkpoint that restores) leaves every file as it was."""
     chief = distribute.is_chief(strategy)
-    if cfg.overwrite and chief:  # The other tasks of a multi-worker job share the folder.
+    if cfg.overwrite and chief:  # Under the lock: never the folder of a trainer still running.
         workdir_lib.clear(workdir)
     tf.io.gfile.makedirs(workdir)
     if not cfg.overwrite:  # Every task checks the model flags (with --overwrite the chief deletes them).
@@ -564,15 +565,19 @@ def train_and_evaluate(
 
     Writes config.cfg, checkpoints/, tensorboard/train, samples/ (fixed-z grids every
     --sample_every steps, progress.gif and losses.png at the end), metrics.jsonl and saved_model/.
-    SIGINT/SIGTERM stop the run after the current call, with a checkpoint.
+    The chief holds the workdir's lock throughout (a second trainer is refused); SIGINT/SIGTERM stop
+    the run after the current call, with a checkpoint.
     """
     strategy = strategy or distribute.create_strategy(cfg)
-    with safety.GracefulStop() as stop:
-        trainer = _start_up(cfg, workdir, strategy, source)
-        metrics_log = workdir_lib.MetricsLog(workdir, resume_step=int(trainer.step), write=trainer.is_chief)
-        _train_loop(trainer, stop, metrics_log)
-    trainer.stopped_by = stop.signal_name  # None when the run reached its last step.
-    _finish(trainer, metrics_log)
+    with workdir_lock.RunLock(workdir, enabled=distribute.is_chief(strategy)):
+        with safety.GracefulStop() as stop:
+            trainer = _start_up(cfg, workdir, strategy, source)
+            metrics_log = workdir_lib.MetricsLog(
+                workdir, resume_step=int(trainer.step), write=trainer.is_chief
+            )
+            _train_loop(trainer, stop, metrics_log)
+        trainer.stopped_by = stop.signal_name  # None when the run reached its last step.
+        _finish(trainer, metrics_log)
     return trainer
 
 

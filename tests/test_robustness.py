@@ -127,8 +127,9 @@ def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, 
     assert _digest(checkpoints) == digests
     history = workdir.read_metrics(str(tmp_path))
     assert [h['step'] for h in history] == [2]
-    # Signal handlers are put back even though the run stopped with an error.
+    # Signal handlers are put back and the workdir's lock released, though the run stopped with an error.
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert not (tmp_path / 'lock.json').exists()
     # The same command resumes from the good checkpoint (the injected fault does not recur).
     monkeypatch.undo()
     resumed = train.train_and_evaluate(cfg, str(tmp_path))

@@ -2,9 +2,14 @@
 local trace), config.cfg that resumes, and one sentence for every damaged file."""
 
 import hashlib
+import json
 import logging
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
 
 import pytest
 import tensorflow as tf
@@ -12,6 +17,7 @@ from conftest import tiny_config
 
 from dcgan_tf import export, sampling, train, workdir
 from dcgan_tf.config import ConfigError, validate
+from dcgan_tf.workdir import lock
 
 STEPS = 4  # The shared run: checkpoints ckpt-2 and ckpt-4, metrics at steps 2 and 4, an export.
 
@@ -165,3 +171,52 @@ def test_train_resume_export_and_sample_in_ram_leave_nothing_on_disk(tmp_path, m
     assert tf.io.gfile.exists(f'{run}/grid.png') and tf.io.gfile.exists(f'{run}/grid.npy')
     assert not tf.io.gfile.exists(workdir.lock_path(run))
     assert os.listdir(tmp_path) == []  # No folder named ram: (or anything else) in the working directory.
+
+
+# --- one trainer per workdir ---
+
+
+def _lock(run, **fields):
+    os.makedirs(run, exist_ok=True)
+    info = dict(host=socket.gethostname(), pid=os.getpid(), started=time.time(), heartbeat=time.time())
+    info.update(fields)
+    with open(workdir.lock_path(run), 'w') as f:
+        json.dump(info, f)
+
+
+def test_a_lock_refuses_a_live_holder_and_takes_over_a_stale_one(tmp_path, caplog):
+    run = str(tmp_path / 'run')
+    with lock.RunLock(run):
+        with pytest.raises(ConfigError, match=r'is in use by another trainer \(host .*, PID \d+, since '):
+            lock.RunLock(run).acquire()
+        with open(workdir.lock_path(run)) as f:
+            assert json.load(f)['pid'] == os.getpid()
+    assert not os.path.exists(workdir.lock_path(run))  # Released.
+    gone = subprocess.run(
+        [sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True
+    )
+    stale = [
+        dict(pid=int(gone.stdout)),  # A process that ended.
+        dict(pid=1, started=time.time() - 10**9),  # PID 1 has run since boot, not since 1990.
+        dict(host='elsewhere', heartbeat=time.time() - lock.LOCK_STALE_S - 1),  # Another host, silent.
+        dict(host=None, pid='x'),  # Not a lock this program writes.
+    ]
+    for fields in stale:
+        _lock(run, **fields)
+        with caplog.at_level(logging.WARNING), lock.RunLock(run):
+            assert 'Took over the stale lock' in caplog.text
+        caplog.clear()
+    _lock(run, host='elsewhere', pid=1)  # Another host that renewed its lock just now.
+    with pytest.raises(ConfigError, match='host elsewhere, PID 1'):
+        lock.RunLock(run).acquire()
+
+
+def test_a_lock_on_another_host_is_renewed(tmp_path, monkeypatch):
+    monkeypatch.setattr(lock, 'LOCK_HEARTBEAT_S', 0.05)
+    run = str(tmp_path / 'run')
+    with lock.RunLock(run):
+        with open(workdir.lock_path(run)) as f:
+            first = json.load(f)['heartbeat']
+        time.sleep(0.5)
+        with open(workdir.lock_path(run)) as f:
+            assert json.load(f)['heartbeat'] > first

@@ -9,9 +9,10 @@ hands a workdir path to open(), glob or os. The layout:
   samples/        step_XXXXXXX.png fixed-z grids, progress.gif, losses.png
   metrics.jsonl   one JSON object of averaged metrics per --log_every steps
   saved_model/    the exported generator
+  lock.json       present while a trainer runs, one trainer per workdir: lock.py
 
 This module holds the layout, config.cfg, metrics.jsonl, the pictures, --overwrite and the writability
-probe; checkpoints.py chooses the checkpoint a run resumes from.
+probe; checkpoints.py chooses the checkpoint a run resumes from; lock.py keeps a second trainer out.
 """
 
 from __future__ import annotations
