@@ -484,7 +484,8 @@ def _train_loop(trainer: Trainer, stop: safety.GracefulStop, metrics_log: workdi
             num_steps = _next_stop(step, trainer.total_steps, cfg) - step
             if first_call:
                 logging.info('Tracing the train step (the first call is slow).')
-            values = trainer.train_steps(num_steps)
+            with stop.call():  # SIGINT/SIGTERM: a stop after this call, or at once during start-up.
+                values = trainer.train_steps(num_steps)
             if first_call:
                 logging.info('First call done.')
                 first_call = False
@@ -566,11 +567,11 @@ def train_and_evaluate(
     Writes config.cfg, checkpoints/, tensorboard/train, samples/ (fixed-z grids every
     --sample_every steps, progress.gif and losses.png at the end), metrics.jsonl and saved_model/.
     The chief holds the workdir's lock throughout (a second trainer is refused); SIGINT/SIGTERM stop
-    the run after the current call, with a checkpoint.
+    the run with a checkpoint, or at once during start-up (safety.GracefulStop).
     """
     strategy = strategy or distribute.create_strategy(cfg)
-    with workdir_lock.RunLock(workdir, enabled=distribute.is_chief(strategy)):
-        with safety.GracefulStop() as stop:
+    with workdir_lock.RunLock(workdir, enabled=distribute.is_chief(strategy)) as lock:
+        with safety.GracefulStop(exit_during_start_up=True, cleanup=lock.release) as stop:
             trainer = _start_up(cfg, workdir, strategy, source)
             metrics_log = workdir_lib.MetricsLog(
                 workdir, resume_step=int(trainer.step), write=trainer.is_chief

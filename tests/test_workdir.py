@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import time
 
 import pytest
 import tensorflow as tf
-from conftest import tiny_config
+from conftest import REPO_ROOT, TINY_CLI, tiny_config
 
 from dcgan_tf import export, sampling, train, workdir
 from dcgan_tf.config import ConfigError, validate
@@ -220,3 +221,82 @@ def test_a_lock_on_another_host_is_renewed(tmp_path, monkeypatch):
         time.sleep(0.5)
         with open(workdir.lock_path(run)) as f:
             assert json.load(f)['heartbeat'] > first
+
+
+def _blocked_trainer(run: str, log_path) -> subprocess.Popen:
+    """The CLI with a data pipeline that never yields: it hangs in its first call, holding the lock."""
+    code = (
+        'import sys, threading\n'
+        'import tensorflow as tf\n'
+        'from dcgan_tf import data, main\n'
+        'def make_dataset(cfg, source, input_context=None, start_step=0, **kwargs):\n'
+        '    def never():\n'
+        '        threading.Event().wait()\n'
+        '        yield\n'
+        '    spec = tf.TensorSpec([cfg.batch_size, cfg.resolution, cfg.resolution, cfg.channels])\n'
+        '    return tf.data.Dataset.from_generator(never, output_signature=spec)\n'
+        'data.make_dataset = make_dataset\n'
+        'sys.argv = ["dcgan_tf"] + sys.argv[1:]\n'
+        'main.run()\n'
+    )
+    args = [*TINY_CLI, '--train_steps=10', '--collapse_threshold=0', f'--workdir={run}']
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL='2')
+    with open(log_path, 'w') as log:
+        return subprocess.Popen(
+            [sys.executable, '-c', code, *args], stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env
+        )
+
+
+def test_a_second_trainer_is_refused_and_sigterm_stops_a_blocked_start_up(tmp_path):
+    run, log_path = str(tmp_path / 'run'), tmp_path / 'blocked.log'
+    blocked = _blocked_trainer(run, log_path)
+    try:
+        deadline = time.monotonic() + 240
+        while 'Tracing the train step' not in log_path.read_text() and blocked.poll() is None:
+            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.2)
+        assert blocked.poll() is None, log_path.read_text()[-3000:]
+        # A second trainer of the same workdir, while the first holds it: one sentence, status 2.
+        env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+        second = subprocess.run(
+            [sys.executable, '-m', 'dcgan_tf.main', *TINY_CLI, '--train_steps=10', f'--workdir={run}'],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=REPO_ROOT,
+            env=env,
+        )
+        assert second.returncode == 2, second.stderr[-3000:]
+        last = second.stderr.strip().splitlines()[-1]
+        assert last.startswith(f'error: --workdir={run} is in use by another trainer (host ')
+        assert f'PID {blocked.pid}' in last and 'Traceback' not in second.stderr
+        # The first one is stuck inside TensorFlow, where Python runs no signal handler: SIGTERM still
+        # ends it within seconds, with one line, and releases the lock.
+        sent = time.monotonic()
+        blocked.send_signal(signal.SIGTERM)
+        status = blocked.wait(timeout=30)
+        assert time.monotonic() - sent < 10
+    finally:
+        if blocked.poll() is None:
+            blocked.kill()
+    text = log_path.read_text()
+    assert status == 0, text[-3000:]
+    assert text.strip().splitlines()[-1].startswith('Stopped by SIGTERM during start-up'), text[-3000:]
+    assert 'Traceback' not in text
+    assert not os.path.exists(workdir.lock_path(run))
+
+
+def test_the_lock_is_released_when_the_run_fails(tmp_path, monkeypatch):
+    def fail(self, num_steps):
+        raise RuntimeError('a fault in the middle of the loop')
+
+    monkeypatch.setattr(train.Trainer, 'train_steps', fail)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    with pytest.raises(RuntimeError, match='a fault in the middle'):
+        train.train_and_evaluate(_cfg(), str(tmp_path))
+    assert not os.path.exists(workdir.lock_path(str(tmp_path)))
+    # The stop handlers and the wakeup fd are put back too.
+    assert {s: signal.getsignal(s) for s in handlers} == handlers
+    wakeup_fd = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(wakeup_fd)
+    assert wakeup_fd == -1
