@@ -26,54 +26,16 @@ from dcgan_tf.workdir import lock as workdir_lock
 METRIC_KEYS = ('d_loss', 'g_loss', 'd_real', 'd_fake')
 
 
-def _cpu_has_bfloat16() -> bool:
-    try:
-        with open('/proc/cpuinfo') as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return 'avx512_bf16' in flags or 'amx_bf16' in flags
-
-
-def resolve_precision(cfg: Config) -> str:
-    """The Keras policy for --precision; `auto` picks by device.
-
-    Measured (--mode=bench): mixed_bfloat16 ran the DCGAN-64 step 1.6x-2.2x faster than float32 on a
-    2-core AVX512_BF16 CPU and trained the demo as well; GPUs have fast float16 tensor cores.
-    """
-    if cfg.precision != 'auto':
-        return cfg.precision
-    kind = distribute.device_kind()
-    if kind == 'GPU':
-        return 'mixed_float16'
-    return 'mixed_bfloat16' if kind == 'TPU' or _cpu_has_bfloat16() else 'float32'
-
-
-def _build_optimizer(cfg: Config, learning_rate: float, variables: list) -> keras.optimizers.Optimizer:
+def _build_optimizer(
+    cfg: Config, learning_rate: float, variables: list, precision: str
+) -> keras.optimizers.Optimizer:
     optimizer = keras.optimizers.Adam(learning_rate, beta_1=cfg.beta_1, beta_2=cfg.beta_2)
-    if resolve_precision(cfg) == 'mixed_float16':
+    if precision == 'mixed_float16':
         # float16 gradients underflow without a loss scale; bfloat16 has float32's range.
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     # Slots exist before a restore, so a checkpoint loads at once rather than on first apply.
     optimizer.build(variables)
     return optimizer
-
-
-def _use_jit(cfg: Config, strategy: tf.distribute.Strategy) -> bool:
-    if isinstance(strategy, tf.distribute.TPUStrategy):
-        return True  # A TPU compiles the whole step with XLA whatever the flag says.
-    # An XLA-compiled function under strategy.run with several replicas reads other replicas'
-    # variables and fails (tensorflow#53140, keras#19005; Keras turns XLA off under tf.distribute too).
-    several = strategy.num_replicas_in_sync > 1
-    if cfg.jit_compile == 'auto':
-        # Measured on a 2-core CPU: XLA made the DCGAN step 0.64x-0.77x as fast; on GPUs 3.4x.
-        return distribute.device_kind() != 'CPU' and not several
-    if cfg.jit_compile == 'true' and several:
-        raise ConfigError(
-            f'--jit_compile=true does not work with {strategy.num_replicas_in_sync} replicas '
-            f'(a TensorFlow limitation of XLA under {type(strategy).__name__}); use --jit_compile=auto.'
-        )
-    return cfg.jit_compile == 'true'
 
 
 def _seed_states(*models_: keras.Model) -> list[tf.Variable]:
@@ -129,8 +91,7 @@ class Trainer:
     ):
         self.cfg = cfg
         self.workdir = workdir
-        self.precision = resolve_precision(cfg)
-        keras.mixed_precision.set_global_policy(self.precision)
+        self.precision = distribute.resolve_precision(cfg)
         self.strategy = strategy or distribute.create_strategy(cfg)
         self.source = source or data.load_source(cfg)
         self.num_replicas = self.strategy.num_replicas_in_sync
@@ -148,11 +109,16 @@ class Trainer:
         # int(step) works under every strategy and its checkpoint is the same under all of them.
         with tf.device('/cpu:0'):
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
-        with self.strategy.scope():
+        # The precision reaches the models' layers only: Keras' global policy is as it was afterwards.
+        with self.strategy.scope(), distribute.dtype_policy(self.precision):
             self.generator = models.build_generator(cfg)
             self.discriminator = models.build_discriminator(cfg)
-            self.g_optimizer = _build_optimizer(cfg, cfg.g_lr, self.generator.trainable_variables)
-            self.d_optimizer = _build_optimizer(cfg, cfg.d_lr, self.discriminator.trainable_variables)
+            self.g_optimizer = _build_optimizer(
+                cfg, cfg.g_lr, self.generator.trainable_variables, self.precision
+            )
+            self.d_optimizer = _build_optimizer(
+                cfg, cfg.d_lr, self.discriminator.trainable_variables, self.precision
+            )
             # The noise source, checkpointed: one seed per step is drawn from it in cross-replica
             # context and every replica takes its own slice of that step's global z (_replica_step).
             self.rng = tf.random.Generator.from_seed(cfg.seed)
@@ -185,7 +151,7 @@ class Trainer:
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, checkpoint_dir, max_to_keep=cfg.keep_checkpoints, step_counter=self.step
         )
-        self.use_jit = _use_jit(cfg, self.strategy)
+        self.use_jit = distribute.use_jit(cfg, self.strategy)
         self._replica_step_fn = (
             self._replica_step
             if cfg.run_eagerly or not self.use_jit or isinstance(self.strategy, tf.distribute.TPUStrategy)
@@ -356,6 +322,16 @@ def _write_sample_grid(trainer: Trainer, z: tf.Tensor, writer) -> np.ndarray:
             ema_grid = images.make_grid(trainer.ema_generator(z, training=False).numpy())
             tf.summary.image('samples/fixed_z_ema', ema_grid[None], max_outputs=1)
     return grid
+
+
+def _float32_copy(cfg: Config, model: keras.Model, build) -> keras.Model:
+    """The same weights in a float32 model: an export computes in float32 whatever the run trained in."""
+    if model.dtype_policy.name == 'float32':
+        return model
+    with distribute.dtype_policy('float32'):
+        copy = build(cfg)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _next_stop(step: int, total: int, cfg: Config) -> int:
@@ -551,7 +527,10 @@ def _finish(trainer: Trainer, metrics_log: workdir_lib.MetricsLog) -> None:
         if cfg.export_best and trainer.evaluator is not None:
             evaluate.export_best(workdir, path)
         else:
-            export_lib.save(path, trainer.generator, cfg, int(trainer.step), trainer.ema_generator)
+            generator = _float32_copy(cfg, trainer.generator, models.build_generator)
+            ema = trainer.ema_generator
+            ema = _float32_copy(cfg, ema, models.build_generator) if ema is not None else None
+            export_lib.save(path, generator, cfg, int(trainer.step), ema)
         logging.info('Exported the generator to %s.', path)
 
 

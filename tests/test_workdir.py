@@ -12,9 +12,12 @@ import subprocess
 import sys
 import time
 
+import keras
 import pytest
 import tensorflow as tf
 from conftest import REPO_ROOT, TINY_CLI, tiny_config
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import saved_model_pb2
 
 from dcgan_tf import export, sampling, train, workdir
 from dcgan_tf.config import ConfigError, validate
@@ -300,3 +303,31 @@ def test_the_lock_is_released_when_the_run_fails(tmp_path, monkeypatch):
     wakeup_fd = signal.set_wakeup_fd(-1)
     signal.set_wakeup_fd(wakeup_fd)
     assert wakeup_fd == -1
+
+
+# --- no global state escapes a run ---
+
+
+def _node_dtypes(saved_model: str) -> set[int]:
+    """The dtypes every op of a SavedModel's graphs and functions computes with."""
+    with open(os.path.join(saved_model, 'saved_model.pb'), 'rb') as f:
+        graph = saved_model_pb2.SavedModel.FromString(f.read()).meta_graphs[0].graph_def
+    nodes = list(graph.node) + [n for function in graph.library.function for n in function.node_def]
+    dtypes = set()
+    for node in nodes:
+        for attr in node.attr.values():
+            dtypes.update([attr.type] if attr.HasField('type') else list(attr.list.type))
+    return dtypes
+
+
+def test_training_in_bfloat16_leaves_the_global_policy_and_exports_float32(trained, tmp_path):
+    before = keras.mixed_precision.global_policy().name
+    run = str(tmp_path / 'run')
+    trainer = train.train_and_evaluate(
+        _cfg(train_steps=2, precision='mixed_bfloat16', export_at_end=True), run
+    )
+    assert trainer.generator.dtype_policy.name == 'mixed_bfloat16'
+    assert keras.mixed_precision.global_policy().name == before
+    export.export_from_checkpoint(run, str(tmp_path / 'again'))
+    for path in (os.path.join(run, 'saved_model'), str(tmp_path / 'again')):
+        assert _node_dtypes(path) and types_pb2.DT_BFLOAT16 not in _node_dtypes(path), path
