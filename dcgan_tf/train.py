@@ -20,6 +20,7 @@ from dcgan_tf import data, distribute, evaluate, images, losses, models, safety
 from dcgan_tf import export as export_lib
 from dcgan_tf import workdir as workdir_lib
 from dcgan_tf.config import Config, ConfigError, to_flagfile
+from dcgan_tf.progress import Progress
 from dcgan_tf.workdir import checkpoints as workdir_checkpoints
 from dcgan_tf.workdir import lock as workdir_lock
 
@@ -450,9 +451,7 @@ def _train_loop(trainer: Trainer, stop: safety.GracefulStop, metrics_log: workdi
     # --eval_every: real statistics once, now; then quality metrics, eval/* and checkpoints/best.
     evaluator = evaluate.PeriodicEvaluator(cfg, trainer, trainer.workdir) if cfg.eval_every else None
     trainer.evaluator = evaluator
-    progress = keras.utils.Progbar(
-        trainer.total_steps, unit_name='step', stateful_metrics=[*METRIC_KEYS, 'img/s']
-    )
+    progress = Progress(trainer.total_steps, step)
     window_start, window_steps = time.perf_counter(), 0
     first_call = True
     try:
@@ -474,6 +473,7 @@ def _train_loop(trainer: Trainer, stop: safety.GracefulStop, metrics_log: workdi
                 continue
             step += num_steps
             window_steps += num_steps
+            progress.advance(step, num_steps)
             for k, v in values.items():
                 metrics[k].update_state(v, sample_weight=num_steps)
             last = step >= trainer.total_steps
@@ -489,8 +489,11 @@ def _train_loop(trainer: Trainer, stop: safety.GracefulStop, metrics_log: workdi
                     # Undecodable files skipped so far (folder and LMDB sources); 0 for in-memory data.
                     tf.summary.scalar('data/skipped_images', data.num_skipped(trainer.source))
                 metrics_log.append(step, logged)
-                progress.update(
-                    step, [(k, logged[k]) for k in METRIC_KEYS] + [('img/s', logged['images_per_second'])]
+                progress.log(
+                    step,
+                    logged['images_per_second'],
+                    {k: logged[k] for k in METRIC_KEYS},
+                    logged['steps_per_second'],
                 )
                 for m in metrics.values():
                     m.reset_state()
@@ -512,6 +515,7 @@ def _train_loop(trainer: Trainer, stop: safety.GracefulStop, metrics_log: workdi
                 )
                 break
     finally:
+        progress.close()
         writer.flush()
 
 

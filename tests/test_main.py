@@ -42,6 +42,9 @@ def test_train_synthetic_end_to_end(tmp_path):
     # The first lines say what will run; TensorFlow's start-up chatter stays out of the way.
     assert 'Strategy:' in result.stderr and 'Data: synthetic' in result.stderr
     assert 'oneDNN' not in result.stderr and 'cuInit' not in result.stderr
+    # stderr is a pipe, not a terminal: one plain progress line per log step, no bar.
+    assert '\r' not in result.stderr and '\x1b[' not in result.stderr
+    assert re.search(r'step 4/4 \(100%\), \d+ images/s, ETA 0:00:00, d_loss ', result.stderr), result.stderr
     # The saved flags re-run the same training: they resume it (nothing left to do) rather than delete
     # it, although the run was started with --overwrite.
     checkpoint = (tmp_path / 'checkpoints' / 'ckpt-4.index').read_bytes()
