@@ -21,6 +21,9 @@ from dcgan_tf.workdir import checkpoints as workdir_checkpoints
 EXPORT_DIR = workdir_lib.EXPORT_DIR
 Z_DISTRIBUTION = 'normal(0, 1)'  # What the Trainer draws z from (tf.random.Generator.normal).
 MAX_INTERP_STEPS = 1024
+# z is drawn from N(0, 1), where |z| > 10 has odds of 1e-23: a far larger value is a broken input, and
+# one large enough overflows the generator's float32 into NaN pixels.
+MAX_ABS_Z = 100.0
 METADATA_FILE = 'dcgan_metadata.json'  # Beside the SavedModel in assets.extra/, readable without TF.
 
 
@@ -226,12 +229,23 @@ class LoadedGenerator:
         self.z_dim = int(self.metadata['z_dim'])
 
     def check_z(self, z: np.ndarray, what: str = 'z') -> np.ndarray:
-        z = np.asarray(z, np.float32)
+        """z as float32 [N, z_dim]; ConfigError for strings, another shape, NaN/Inf or absurd sizes."""
+        z = np.asarray(z)
+        if z.dtype.kind not in 'fiu':
+            raise ConfigError(f'{what} holds {z.dtype} values, not numbers; z vectors are floats.')
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ConfigError(
                 f'{what} has shape {z.shape}, but this generator takes z of shape [N, {self.z_dim}].'
             )
-        return z
+        wide = z.astype(np.float64)
+        if not np.isfinite(wide).all():
+            raise ConfigError(f'{what} holds NaN or Inf values; z vectors are finite draws from N(0, 1).')
+        if wide.size and np.abs(wide).max() > MAX_ABS_Z:
+            raise ConfigError(
+                f'{what} holds values up to {np.abs(wide).max():.3g}; z vectors are draws from N(0, 1), '
+                f'accepted within +-{MAX_ABS_Z:g}.'
+            )
+        return z.astype(np.float32)
 
     def generate(self, z: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """uint8 images [N, H, W, C] for z [N, z_dim], in batches to bound memory."""
@@ -271,7 +285,15 @@ def load(path: str, sampler: str = 'ema') -> LoadedGenerator:
         raise ConfigError(f'SavedModel folder {path} does not exist; export one with --mode=export.')
     if not tf.io.gfile.exists(os.path.join(path, 'saved_model.pb')):
         raise ConfigError(f'{path} is not a SavedModel folder (no saved_model.pb in it).')
-    module = tf.saved_model.load(path)
+    try:
+        module = tf.saved_model.load(path)
+    except Exception as e:  # noqa: BLE001 - whatever a damaged file makes TensorFlow or protobuf raise.
+        # A missing or cut-short variables/ folder, a damaged graph: TensorFlow's reasons run to pages.
+        reason = workdir_checkpoints.restore_failure(e)
+        raise ConfigError(
+            f'SavedModel {path} cannot be loaded ({reason}: its variables/ or saved_model.pb is missing or '
+            f'damaged); export it again with --mode=export --workdir=<run>.'
+        ) from None
     if not hasattr(module, 'metadata_json'):
         raise ConfigError(f'{path} is a SavedModel, but not a dcgan_tf generator export.')
     return LoadedGenerator(module, sampler)

@@ -50,6 +50,12 @@ def _parse_flags(argv: list[str]) -> list[str]:
         return FLAGS(argv)
     except flags.Error as e:
         _fail(f'{e}. Run with --helpfull to list the flags.')
+    except UnicodeDecodeError as e:  # absl reads flagfiles as text: a binary or damaged one.
+        files = [a.split('=', 1)[1] for a in argv if a.startswith('--flagfile=')]
+        _fail(
+            f'a --flagfile ({", ".join(files) or "nested"}) is not a text file of flags (byte '
+            f'{e.object[e.start : e.start + 1]!r} at position {e.start}); fix it or give the flags directly.'
+        )
     return []
 
 

@@ -13,6 +13,7 @@ import sys
 import time
 
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import REPO_ROOT, TINY_CLI, tiny_config
@@ -152,6 +153,111 @@ def test_config_cfg_records_the_training_not_what_acts_on_the_folder(trained):
         names = {line.split('=')[0][2:] for line in f if line.startswith('--')}
     assert {'resolution', 'gf_dim', 'train_steps', 'seed', 'workdir'} <= names
     assert not names & {'mode', 'overwrite', 'out', 'out_dir', 'saved_model'}
+
+
+def test_garbage_in_config_cfg_is_one_sentence(trained, tmp_path):
+    run = _copy(trained, tmp_path)
+    path = os.path.join(run, 'config.cfg')
+    with open(path, 'wb') as f:
+        f.write(b'\x89\xff\x00binary')
+    before = _tree(run)
+    with pytest.raises(ConfigError, match='config.cfg is not a text flagfile') as error:
+        train.train_and_evaluate(_cfg(train_steps=6), run)
+    assert '\n' not in str(error.value) and _tree(run) == before
+    with open(path, 'w') as f:
+        f.write('--resolution=16\nthis line is not a flag\n')
+    with pytest.raises(ConfigError, match=r"config.cfg is not a flagfile: line 2 \('this line"):
+        export.export_from_checkpoint(run)
+
+
+def test_a_bad_value_in_config_cfg_on_export_is_one_sentence(trained, tmp_path):
+    run = _copy(trained, tmp_path)
+    path = os.path.join(run, 'config.cfg')
+    with open(path) as f:
+        text = f.read()
+    with open(path, 'w') as f:
+        f.write(text.replace('--resolution=16', '--resolution=sixteen'))
+    with pytest.raises(ConfigError, match=r'config.cfg holds --resolution=sixteen, which is not an integer'):
+        export.export_from_checkpoint(run)
+    with open(path, 'w') as f:
+        f.write(text.replace('--resolution=16', '--resolution=48'))
+    with pytest.raises(ConfigError, match='holds a model that cannot be built: --resolution=48'):
+        export.export_from_checkpoint(run)
+
+
+def test_a_binary_flagfile_on_the_command_line_is_one_sentence(tmp_path, monkeypatch, capsys):
+    from test_flags import _cli
+
+    flagfile = tmp_path / 'config.cfg'
+    flagfile.write_bytes(b'--resolution=16\n\xff\xfe\n')
+    status, stderr = _cli([f'--flagfile={flagfile}'], monkeypatch, capsys)
+    assert status == 2 and f'--flagfile ({flagfile}) is not a text file of flags' in stderr
+    assert stderr.strip().count('\n') == 0
+
+
+# --- metrics.jsonl ---
+
+
+def test_bad_lines_in_metrics_are_dropped_with_a_warning_and_the_run_exports(trained, tmp_path, caplog):
+    run = _copy(trained, tmp_path)
+    shutil.rmtree(os.path.join(run, 'saved_model'))
+    with open(os.path.join(run, 'metrics.jsonl'), 'a') as f:
+        f.write('not json\n[1, 2]\n{"no_step": 1}\n{"step": 3, "d_l')  # The last one cut short.
+    with caplog.at_level(logging.WARNING):
+        train.train_and_evaluate(_cfg(train_steps=6, export_at_end=True), run)
+    assert 'Dropped 4 line(s) of' in caplog.text and 'metrics.jsonl' in caplog.text
+    assert [h['step'] for h in workdir.read_metrics(run)] == [2, 4, 6]
+    with open(os.path.join(run, 'metrics.jsonl')) as f:
+        assert all(isinstance(json.loads(line), dict) for line in f)
+    assert export.load(os.path.join(run, 'saved_model')).metadata['step'] == 6
+    assert os.path.exists(os.path.join(run, 'samples', 'losses.png'))
+
+
+# --- a damaged SavedModel and z file ---
+
+
+def test_a_saved_model_with_damaged_variables_is_one_sentence(trained, tmp_path):
+    for damage in ('delete', 'truncate', 'truncate_graph'):
+        path = str(tmp_path / damage)
+        shutil.copytree(os.path.join(trained, 'saved_model'), path)
+        if damage == 'delete':
+            shutil.rmtree(os.path.join(path, 'variables'))
+        else:
+            name = (
+                'saved_model.pb' if damage == 'truncate_graph' else 'variables/variables.data-00000-of-00001'
+            )
+            with open(os.path.join(path, name), 'rb') as f:
+                content = f.read()
+            with open(os.path.join(path, name), 'wb') as f:
+                f.write(content[: len(content) // 3])
+        with pytest.raises(ConfigError, match=f'SavedModel {path} cannot be loaded') as error:
+            export.load(path)
+        assert '\n' not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    'bank, message',
+    [
+        (np.full((4, 16), np.nan, np.float32), 'holds NaN or Inf values'),
+        (np.full((4, 16), 1e30), 'holds values up to 1e\\+30'),
+        (np.array([['a'] * 16] * 4), 'holds <U1 values, not numbers'),
+    ],
+)
+def test_a_z_file_of_nan_huge_values_or_strings_is_one_sentence(trained, tmp_path, bank, message):
+    z_file = tmp_path / 'z.npy'
+    np.save(z_file, bank)
+    cfg = tiny_config(
+        mode='arithmetic',
+        saved_model=os.path.join(trained, 'saved_model'),
+        z_file=str(z_file),
+        group_a='0',
+        group_b='1',
+        group_c='2',
+        out=str(tmp_path / 'out.png'),
+    )
+    with pytest.raises(ConfigError, match=f'--z_file={z_file} {message}'):
+        sampling.run(validate(cfg))
+    assert not (tmp_path / 'out.png').exists()
 
 
 # --- gfile everywhere: a ram:// workdir ---
