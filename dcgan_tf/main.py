@@ -104,6 +104,7 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.INFO)
     _quiet_tensorflow()
     _check_workdir_writable(cfg)
+    from dcgan_tf import safety  # No TensorFlow in it; the stop signals' exception is caught below.
 
     try:
         if cfg.mode == 'train':
@@ -146,9 +147,10 @@ def main(argv: list[str]) -> None:
             _fail(f'--mode={cfg.mode} is not available yet in this version.')
     except config_lib.ConfigError as e:  # data.DataError included: bad input, not a bug.
         _fail(str(e))
+    except safety.StoppedDuringStartUp as e:  # Nothing to save: status 0, as a graceful stop.
+        print(e, file=sys.stderr)
+        sys.exit(0)
     except Exception as e:  # A NaN loss, a full disk: one sentence and status 1, no stack trace.
-        from dcgan_tf import safety
-
         message = str(e) if isinstance(e, safety.NumericalError) else safety.io_error_message(e, cfg.workdir)
         if message is None:
             raise

@@ -25,10 +25,17 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # times the longest call so far, and at least MIN_GRACE_S (a call that only finishes slowly is not hung).
 GRACE_FACTOR = 5.0
 MIN_GRACE_S = 60.0
+# During start-up, how long the main thread has to unwind after a stop signal before the watchdog ends
+# the process for it (it is blocked inside TensorFlow then).
+START_UP_UNWIND_S = 3.0
 
 
 class NumericalError(RuntimeError):
     """A loss became NaN or Inf; the message names the step and the loss, and what to do."""
+
+
+class StoppedDuringStartUp(BaseException):  # noqa: N818 - a stop, like KeyboardInterrupt, not an error.
+    """A stop signal before training began: nothing to save. Not an Exception, so no handler swallows it."""
 
 
 class GracefulStop:
@@ -36,20 +43,23 @@ class GracefulStop:
 
     Cloud VMs announce preemption with SIGTERM and people press Ctrl-C. Mid-run, the first signal asks the
     loop to stop after the `tf.function` call it is in, write a checkpoint and return normally; the handler
-    then puts the default action back, so a second signal ends the process at once.
+    then puts the default action back, so a second signal ends the process at once. During start-up
+    (`interrupt_start_up`: until the first `call()` block returns) nothing has been trained that a
+    checkpoint could keep, so the handler raises StoppedDuringStartUp, which unwinds every `with` and
+    `finally` on its way out.
 
     Python runs signal handlers only between bytecodes, and a main thread blocked inside TensorFlow (a
     first call that traces for minutes, a data pipeline that never yields) runs none. So the C-level
     handler also writes the signal number to a pipe (`signal.set_wakeup_fd`), and a watchdog thread,
-    which waits on that pipe, acts for the blocked main thread:
-      - during start-up (`exit_during_start_up`: until the first `call()` block returns) nothing has been
-        trained that a checkpoint could keep: it prints one line, runs `cleanup` (e.g. releasing the
-        workdir lock) and ends the process with status 0, as a graceful stop does;
+    which waits on that pipe, acts for a blocked main thread:
+      - during start-up, if the main thread has not unwound within START_UP_UNWIND_S, it prints one line,
+        runs `cleanup` (e.g. releasing the workdir lock) and ends the process with status 0, as a
+        graceful stop does;
       - inside a later `call()` block it waits for the call to return, up to GRACE_FACTOR times the
         longest call so far (at least MIN_GRACE_S); a call still running then, or a second signal while
         it waits, ends the process with one line and status 1 (the steps since the last checkpoint are
         lost, which the same command trains again).
-    Outside those, it does nothing: the main thread is running Python and handles the signal itself.
+    Otherwise it does nothing: the main thread runs Python and handles the signal itself.
 
     A context manager (or `install()` / `uninstall()`), scoped to the training: it puts back the handlers
     and the wakeup fd it found on every exit path. Outside the main thread (where Python cannot install
@@ -57,14 +67,14 @@ class GracefulStop:
     receive the signal (as on preemption of the whole job), or the others wait in their next collective.
 
     Args:
-      exit_during_start_up: end the process at once on a signal before the first `call()` returned.
-      cleanup: run before the watchdog ends the process (it skips `finally` blocks).
+      interrupt_start_up: stop at once on a signal before the first `call()` block returned.
+      cleanup: run before the watchdog ends the process (which skips `finally` blocks).
     """
 
-    def __init__(self, *, exit_during_start_up: bool = False, cleanup: Callable[[], None] | None = None):
+    def __init__(self, *, interrupt_start_up: bool = False, cleanup: Callable[[], None] | None = None):
         self.signal_name: str | None = None
         self.cleanup = cleanup
-        self._starting = exit_during_start_up
+        self._starting = interrupt_start_up
         self._previous: dict[int, object] = {}
         self._previous_fd: int | None = None
         self._pipe: tuple[int, int] | None = None
@@ -82,8 +92,8 @@ class GracefulStop:
         self.signal_name = signal.Signals(signum).name
         for s in STOP_SIGNALS:
             signal.signal(s, signal.SIG_DFL)  # The second signal is not caught: the OS ends us now.
-        if self._starting and self._watchdog is not None:
-            return  # The watchdog ends the process and says so.
+        if self._starting:
+            raise StoppedDuringStartUp(start_up_message(self.signal_name))
         logging.warning(
             '%s received: stopping after the current step with a checkpoint (send it again to quit '
             'at once, losing the steps since the last checkpoint).',
@@ -125,16 +135,18 @@ class GracefulStop:
             signals += len(received)
             name = signal.Signals(received[0]).name
             if self._starting:
-                self._exit(
-                    0,
-                    f'Stopped by {name} during start-up, before the first training step ended; '
-                    'nothing to save: the same command starts again from the last checkpoint.',
-                )
+                # The main thread unwinds (StoppedDuringStartUp) and uninstall() wakes us: nothing to do.
+                # Still blocked, or a second signal: end the process for it.
+                ready = select.select([read_fd], [], [], START_UP_UNWIND_S)[0]
+                if not (ready and self._closing):
+                    self._exit(0, start_up_message(name))
+                return
             started = self._call_started
             if started is None:
                 continue  # The main thread runs Python: its handler acts.
             grace = max(MIN_GRACE_S, GRACE_FACTOR * self._longest_call)
-            while self._call_started == started and time.monotonic() - started < grace and signals < 2:
+            signalled = time.monotonic()
+            while self._call_started == started and time.monotonic() - signalled < grace and signals < 2:
                 time.sleep(0.05)
                 signals += self._drain(read_fd)
             if self._call_started == started:
@@ -196,6 +208,13 @@ class GracefulStop:
 
     def __exit__(self, *exc_info) -> None:
         self.uninstall()
+
+
+def start_up_message(signal_name: str) -> str:
+    return (
+        f'Stopped by {signal_name} during start-up, before the first training step ended; nothing to '
+        'save: the same command starts again from the last checkpoint.'
+    )
 
 
 def non_finite(values: Mapping[str, float]) -> tuple[str, float] | None:

@@ -554,7 +554,7 @@ def train_and_evaluate(
     """
     strategy = strategy or distribute.create_strategy(cfg)
     with workdir_lock.RunLock(workdir, enabled=distribute.is_chief(strategy)) as lock:
-        with safety.GracefulStop(exit_during_start_up=True, cleanup=lock.release) as stop:
+        with safety.GracefulStop(interrupt_start_up=True, cleanup=lock.release) as stop:
             trainer = _start_up(cfg, workdir, strategy, source)
             metrics_log = workdir_lib.MetricsLog(
                 workdir, resume_step=int(trainer.step), write=trainer.is_chief

@@ -20,7 +20,7 @@ from conftest import REPO_ROOT, TINY_CLI, tiny_config
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
-from dcgan_tf import export, sampling, train, workdir
+from dcgan_tf import data, export, safety, sampling, train, workdir
 from dcgan_tf.config import ConfigError, validate
 from dcgan_tf.workdir import lock
 
@@ -393,6 +393,23 @@ def test_a_second_trainer_is_refused_and_sigterm_stops_a_blocked_start_up(tmp_pa
     assert text.strip().splitlines()[-1].startswith('Stopped by SIGTERM during start-up'), text[-3000:]
     assert 'Traceback' not in text
     assert not os.path.exists(workdir.lock_path(run))
+
+
+def test_sigterm_while_start_up_runs_python_unwinds_cleanly(tmp_path, monkeypatch):
+    load_source = data.load_source
+
+    def interrupted(cfg):  # The signal lands while start-up runs Python (here: loading the data).
+        os.kill(os.getpid(), signal.SIGTERM)
+        return load_source(cfg)
+
+    monkeypatch.setattr(data, 'load_source', interrupted)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    with pytest.raises(safety.StoppedDuringStartUp, match='Stopped by SIGTERM during start-up'):
+        train.train_and_evaluate(_cfg(), str(tmp_path))
+    # The exception unwound every `with` (the process lives on): lock released, handlers put back,
+    # and nothing of the run written.
+    assert {s: signal.getsignal(s) for s in handlers} == handlers
+    assert os.listdir(tmp_path) == []
 
 
 def test_the_lock_is_released_when_the_run_fails(tmp_path, monkeypatch):
