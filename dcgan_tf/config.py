@@ -36,6 +36,10 @@ RESOLUTIONS = (16, 28, 32, 64, 128)
 # Flags that change the shape of a model or its checkpoint: a workdir trained with other values
 # cannot be resumed with these.
 MODEL_FLAGS = ('arch', 'resolution', 'channels', 'z_dim', 'gf_dim', 'df_dim')
+# Flags that act on a folder or pick a tool rather than define the training, so a workdir's config.cfg
+# leaves them out: re-running it must never delete the run (--overwrite), switch to another mode, or
+# write a sampling tool's output (--out, --out_dir, --saved_model) where the run was started from.
+NOT_RECORDED = ('mode', 'overwrite', 'out', 'out_dir', 'saved_model')
 FEATURE_NETS = ('inception', 'mnist', 'fashion_mnist')
 EVAL_SOURCES = ('generator', 'untrained', 'real')
 # Modes that read an exported SavedModel; ablate reads a checkpoint.
@@ -47,6 +51,14 @@ MAX_SEED = 2**63 - 1  # The SavedModel's seed is an int64.
 
 class ConfigError(ValueError):
     """A flag value or combination that cannot work; the message is one sentence for the user."""
+
+
+def is_url(path: str) -> bool:
+    """gs://, s3://, ram://, hdfs://...: a path only TensorFlow's file systems reach, never os.path.
+
+    Validation cannot check these without importing TensorFlow; they are checked when first read.
+    """
+    return '://' in path
 
 
 def _field(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:  # noqa: A002
@@ -282,6 +294,23 @@ def _require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def validate_model_flags(cfg: Config) -> None:
+    """The checks a model can be built from (also run on a workdir's recorded flags)."""
+    _require(
+        cfg.resolution in RESOLUTIONS,
+        f'--resolution={cfg.resolution} is not supported; use one of {", ".join(map(str, RESOLUTIONS))}.',
+    )
+    _require(cfg.channels in (1, 3), f'--channels={cfg.channels} must be 1 or 3.')
+    for name in ('z_dim', 'gf_dim', 'df_dim'):
+        value = getattr(cfg, name)
+        _require(0 < value < 2**31, f'--{name}={value} must be a positive integer.')
+    _require(
+        cfg.arch != 'tutorial' or (cfg.resolution == 28 and cfg.channels == 1),
+        f"--arch=tutorial is the TF tutorial's MNIST pair: it needs --resolution=28 and "
+        f'--channels=1, not {cfg.resolution} and {cfg.channels}.',
+    )
+
+
 def validate(cfg: Config) -> Config:
     """Checks values and combinations; raises ConfigError with one sentence naming the culprit."""
     for f in dataclasses.fields(Config):
@@ -289,11 +318,7 @@ def validate(cfg: Config) -> Config:
         value = getattr(cfg, f.name)
         if choices is not None:
             _require(value in choices, f'--{f.name}={value!r} is not one of: {", ".join(choices)}.')
-    _require(
-        cfg.resolution in RESOLUTIONS,
-        f'--resolution={cfg.resolution} is not supported; use one of {", ".join(map(str, RESOLUTIONS))}.',
-    )
-    _require(cfg.channels in (1, 3), f'--channels={cfg.channels} must be 1 or 3.')
+    validate_model_flags(cfg)
     for name in (
         'z_dim',
         'gf_dim',
@@ -323,11 +348,6 @@ def validate(cfg: Config) -> Config:
         _require(
             cfg.train_steps > 0 or cfg.epochs > 0, 'Set --train_steps or --epochs to say how long to train.'
         )
-    _require(
-        cfg.arch != 'tutorial' or (cfg.resolution == 28 and cfg.channels == 1),
-        f"--arch=tutorial is the TF tutorial's MNIST pair: it needs --resolution=28 and "
-        f'--channels=1, not {cfg.resolution} and {cfg.channels}.',
-    )
     if cfg.dataset == 'folder':
         _check_data_dir(cfg.data_dir, '--dataset=folder needs --data_dir, a folder of images.')
     if cfg.dataset in ('mnist', 'fashion_mnist') and cfg.data_dir:
@@ -387,7 +407,7 @@ def _validate_evaluation(cfg: Config) -> None:
     needs_classifier = cfg.feature_net != 'inception' and (
         cfg.mode == 'evaluate' or (cfg.mode == 'train' and cfg.eval_every > 0)
     )
-    if needs_classifier and not cfg.classifier_path.startswith('gs://'):
+    if needs_classifier and not is_url(cfg.classifier_path):
         _require(
             bool(cfg.classifier_path),
             f'--feature_net={cfg.feature_net} needs --classifier_path, a .keras file written by '
@@ -399,11 +419,7 @@ def _validate_evaluation(cfg: Config) -> None:
             f'--mode=train_classifier.',
         )
     weights = cfg.inception_weights
-    if (
-        cfg.feature_net == 'inception'
-        and weights not in ('imagenet', 'none')
-        and not weights.startswith('gs://')
-    ):
+    if cfg.feature_net == 'inception' and weights not in ('imagenet', 'none') and not is_url(weights):
         _require(os.path.isfile(weights), f'--inception_weights={weights} is not a file (or imagenet, none).')
     if cfg.mode == 'train_classifier':
         _require(
@@ -491,7 +507,7 @@ def _validate_sampling(cfg: Config) -> None:
     )
     if cfg.mode in SAVED_MODEL_MODES:
         path = cfg.saved_model or os.path.join(cfg.workdir, 'saved_model')
-        if not path.startswith('gs://'):
+        if not is_url(path):
             _require(
                 os.path.isdir(path),
                 f'--saved_model={path} does not exist; export one with --mode=export --workdir=<run>.',
@@ -502,7 +518,7 @@ def _validate_sampling(cfg: Config) -> None:
             )
     if cfg.mode == 'arithmetic':
         _require(bool(cfg.z_file), '--mode=arithmetic needs --z_file, the z .npy written by --mode=sample.')
-        _require(os.path.isfile(cfg.z_file), f'--z_file={cfg.z_file} does not exist.')
+        _require(is_url(cfg.z_file) or os.path.isfile(cfg.z_file), f'--z_file={cfg.z_file} does not exist.')
         for name in ('group_a', 'group_b', 'group_c'):
             indices = parse_indices(getattr(cfg, name), name)
             _require(min(indices) >= 0, f'--{name}={getattr(cfg, name)} has a negative index.')
@@ -534,13 +550,13 @@ def _validate_data_sets(cfg: Config) -> None:
     _require(cfg.cache_mb >= 0, f'--cache_mb={cfg.cache_mb} must not be negative.')
     if dataset == 'lsun_lmdb':
         _check_data_dir(cfg.data_dir, '--dataset=lsun_lmdb needs --data_dir, e.g. .../bedroom_train_lmdb.')
-        if not cfg.data_dir.startswith('gs://'):
+        if not is_url(cfg.data_dir):
             _require(
                 os.path.isfile(os.path.join(cfg.data_dir, 'data.mdb')),
                 f'--data_dir={cfg.data_dir} is not an LMDB folder (no data.mdb in it).',
             )
-    if dataset.startswith('tfrecord:') and not dataset.startswith('tfrecord:gs://'):
-        folder = dataset[len('tfrecord:') :]
+    folder = dataset[len('tfrecord:') :]
+    if dataset.startswith('tfrecord:') and not is_url(folder):
         _require(
             os.path.isfile(os.path.join(folder, 'manifest.json')),
             f'--dataset={dataset}: {folder} holds no manifest.json; write one with --mode=prepare '
@@ -555,7 +571,7 @@ def _validate_data_sets(cfg: Config) -> None:
 
 
 def _check_data_dir(path: str, missing_message: str) -> None:
-    if path.startswith('gs://'):
+    if is_url(path):
         return  # Checked by TensorFlow's file system when read; not reachable without it.
     _require(bool(path), missing_message)
     _require(os.path.isdir(path), f'--data_dir={path} does not exist or is not a folder.')
@@ -567,8 +583,10 @@ def _check_data_dir(path: str, missing_message: str) -> None:
 
 def to_flagfile(cfg: Config) -> str:
     """The Config as an absl flagfile that re-runs the same training (`--flagfile=config.cfg`)."""
-    lines = ['# Resolved flags of this run; re-run with --flagfile=<this file>.']
+    lines = ['# Resolved flags of this run; re-run (or resume) it with --flagfile=<this file>.']
     for f in dataclasses.fields(Config):
+        if f.name in NOT_RECORDED:
+            continue
         value = getattr(cfg, f.name)
         if isinstance(value, bool):
             value = 'true' if value else 'false'
@@ -576,12 +594,65 @@ def to_flagfile(cfg: Config) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def from_flagfile_text(text: str) -> dict[str, str]:
-    """Parses `--name=value` lines back into raw strings (used to compare a workdir's flags)."""
+_FLAG_LINE = re.compile(r'--?[A-Za-z_]\w*(=.*)?')
+_BOOLS = {'true': True, '1': True, 't': True, 'false': False, '0': False, 'f': False}  # absl's spellings.
+
+
+def parse_flagfile(text: str, where: str) -> dict[str, str]:
+    """`--name=value` lines (absl's flagfile form) -> raw strings by name.
+
+    Blank and `#` lines are skipped; `--flag` / `--noflag` are booleans. Raises ConfigError naming
+    `where` (e.g. the file) and the first line that is not a flag.
+    """
+    fields = {f.name for f in dataclasses.fields(Config)}
     values = {}
-    for line in text.splitlines():
+    for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
-        if line.startswith('--') and '=' in line:
-            name, value = line[2:].split('=', 1)
-            values[name] = value
+        if not line or line.startswith('#'):
+            continue
+        if not _FLAG_LINE.fullmatch(line):
+            raise ConfigError(
+                f'{where} is not a flagfile: line {number} ({line[:40]!r}) is not a --name=value flag; '
+                f'correct or remove that line.'
+            )
+        name, equals, value = line.lstrip('-').partition('=')
+        if not equals:
+            name, value = (
+                (name[2:], 'false') if name.startswith('no') and name[2:] in fields else (name, 'true')
+            )
+        values[name] = value
     return values
+
+
+def _parse_value(field: dataclasses.Field, text: str, where: str) -> Any:
+    kinds = {'int': 'an integer', 'float': 'a number', 'bool': 'true or false', 'str': 'text'}
+    try:
+        if field.type == 'bool':
+            return _BOOLS[text.lower()]
+        value = {'int': int, 'float': float, 'str': str}[field.type](text)
+    except (KeyError, ValueError):
+        value = None
+    choices = field.metadata['choices']
+    if value is None or (choices and value not in choices):
+        expected = f'one of {", ".join(choices)}' if choices else kinds[field.type]
+        raise ConfigError(
+            f'{where} holds --{field.name}={text}, which is not {expected}; correct it to the value the run '
+            f'was started with.'
+        )
+    return value
+
+
+def config_from_flagfile(text: str, where: str) -> Config:
+    """The Config a flagfile (e.g. a workdir's config.cfg) describes; flags it omits keep their defaults.
+
+    Unknown names are ignored (a file of another version of this program); a value that does not parse
+    or a model that cannot be built raises ConfigError naming `where`.
+    """
+    raw = parse_flagfile(text, where)
+    fields = [f for f in dataclasses.fields(Config) if f.name in raw]
+    cfg = Config(**{f.name: _parse_value(f, raw[f.name], where) for f in fields})
+    try:
+        validate_model_flags(cfg)
+    except ConfigError as e:
+        raise ConfigError(f'{where} holds a model that cannot be built: {e}') from None
+    return cfg

@@ -14,11 +14,16 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from dcgan_tf.config import MAX_SAMPLES, Config, ConfigError, from_flagfile_text, to_flagfile
+from dcgan_tf import workdir as workdir_lib
+from dcgan_tf.config import MAX_SAMPLES, Config, ConfigError, to_flagfile
+from dcgan_tf.workdir import checkpoints as workdir_checkpoints
 
-EXPORT_DIR = 'saved_model'
+EXPORT_DIR = workdir_lib.EXPORT_DIR
 Z_DISTRIBUTION = 'normal(0, 1)'  # What the Trainer draws z from (tf.random.Generator.normal).
 MAX_INTERP_STEPS = 1024
+# z is drawn from N(0, 1), where |z| > 10 has odds of 1e-23: a far larger value is a broken input, and
+# one large enough overflows the generator's float32 into NaN pixels.
+MAX_ABS_Z = 100.0
 METADATA_FILE = 'dcgan_metadata.json'  # Beside the SavedModel in assets.extra/, readable without TF.
 
 
@@ -192,7 +197,7 @@ def save(path: str, generator, cfg: Config, step: int, ema_generator=None, flags
     module = _Export(ema_generator if ema_generator is not None else generator, generator, metadata)
     parent = os.path.dirname(path.rstrip('/')) or '.'
     tf.io.gfile.makedirs(parent)
-    if path.startswith('gs://'):  # No atomic folder rename on object stores: write in place.
+    if workdir_lib.is_url(path):  # No (atomic) folder rename on object stores or ram://: write in place.
         tmp = path
     else:
         tmp = f'{path.rstrip("/")}.tmp{os.getpid()}'
@@ -234,12 +239,23 @@ class LoadedGenerator:
         self.generate_float = getattr(self.sampler, 'generate_float', None)
 
     def check_z(self, z: np.ndarray, what: str = 'z') -> np.ndarray:
-        z = np.asarray(z, np.float32)
+        """z as float32 [N, z_dim]; ConfigError for strings, another shape, NaN/Inf or absurd sizes."""
+        z = np.asarray(z)
+        if z.dtype.kind not in 'fiu':
+            raise ConfigError(f'{what} holds {z.dtype} values, not numbers; z vectors are floats.')
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ConfigError(
                 f'{what} has shape {z.shape}, but this generator takes z of shape [N, {self.z_dim}].'
             )
-        return z
+        wide = z.astype(np.float64)
+        if not np.isfinite(wide).all():
+            raise ConfigError(f'{what} holds NaN or Inf values; z vectors are finite draws from N(0, 1).')
+        if wide.size and np.abs(wide).max() > MAX_ABS_Z:
+            raise ConfigError(
+                f'{what} holds values up to {np.abs(wide).max():.3g}; z vectors are draws from N(0, 1), '
+                f'accepted within +-{MAX_ABS_Z:g}.'
+            )
+        return z.astype(np.float32)
 
     def generate(self, z: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """uint8 images [N, H, W, C] for z [N, z_dim], in batches to bound memory."""
@@ -279,7 +295,15 @@ def load(path: str, sampler: str = 'ema') -> LoadedGenerator:
         raise ConfigError(f'SavedModel folder {path} does not exist; export one with --mode=export.')
     if not tf.io.gfile.exists(os.path.join(path, 'saved_model.pb')):
         raise ConfigError(f'{path} is not a SavedModel folder (no saved_model.pb in it).')
-    module = tf.saved_model.load(path)
+    try:
+        module = tf.saved_model.load(path)
+    except Exception as e:  # noqa: BLE001 - whatever a damaged file makes TensorFlow or protobuf raise.
+        # A missing or cut-short variables/ folder, a damaged graph: TensorFlow's reasons run to pages.
+        reason = workdir_checkpoints.restore_failure(e)
+        raise ConfigError(
+            f'SavedModel {path} cannot be loaded ({reason}: its variables/ or saved_model.pb is missing or '
+            f'damaged); export it again with --mode=export --workdir=<run>.'
+        ) from None
     if not hasattr(module, 'metadata_json'):
         raise ConfigError(f'{path} is a SavedModel, but not a dcgan_tf generator export.')
     return LoadedGenerator(module, sampler)
@@ -290,20 +314,7 @@ def load(path: str, sampler: str = 'ema') -> LoadedGenerator:
 
 def run_config(workdir: str) -> Config:
     """The Config a run in `workdir` was trained with (its config.cfg), for rebuilding its models."""
-    import dataclasses
-
-    path = os.path.join(workdir, 'config.cfg')
-    if not tf.io.gfile.exists(path):
-        raise ConfigError(f'--workdir={workdir} has no config.cfg: it is not a training run folder.')
-    with tf.io.gfile.GFile(path) as f:
-        raw = from_flagfile_text(f.read())
-    values = {}
-    for field in dataclasses.fields(Config):
-        if field.name in raw:
-            text = raw[field.name]
-            kind = {'int': int, 'float': float, 'bool': lambda s: s == 'true', 'str': str}[field.type]
-            values[field.name] = kind(text)
-    return Config(**values)
+    return workdir_lib.recorded_config(workdir)
 
 
 def restore_generators(
@@ -312,32 +323,36 @@ def restore_generators(
     checkpoint_dir: str | None = None,
     missing: str = 'has no checkpoint yet; train first (--mode=train)',
 ):
-    """(cfg, generator, ema_generator or None, step) from the latest checkpoint of a run.
+    """(cfg, generator, ema_generator or None, step) from the newest checkpoint of a run that restores.
 
     `checkpoint_dir` defaults to `<workdir>/checkpoints` (evaluation passes its `best/` folder);
-    `missing` completes the sentence raised when it holds no checkpoint.
+    `missing` completes the sentence raised when it holds no checkpoint. Nothing in the workdir is
+    changed: a damaged latest checkpoint falls back to the one before with a warning.
     """
     from dcgan_tf import models  # noqa: PLC0415 - only this path needs the model builders.
 
     cfg = cfg or run_config(workdir)
-    latest = tf.train.latest_checkpoint(checkpoint_dir or os.path.join(workdir, 'checkpoints'))
-    if latest is None:
+    built = {}
+
+    def restore(prefix: str) -> None:
+        names = workdir_checkpoints.checkpoint_objects(prefix)
+        built.clear()
+        built['generator'] = models.build_generator(cfg)
+        if 'ema_generator' in names:
+            built['ema_generator'] = models.build_generator(cfg)
+        built['step'] = tf.Variable(0, dtype=tf.int64)
+        tf.train.Checkpoint(**built).restore(prefix).expect_partial().assert_existing_objects_matched()
+
+    directory = checkpoint_dir or workdir_lib.checkpoint_dir(workdir)
+    restored, _ = workdir_checkpoints.restore_newest(directory, restore, workdir)
+    if restored is None:
         raise ConfigError(f'--workdir={workdir} {missing}.')
-    names = {name.split('/')[0] for name, _ in tf.train.list_variables(latest)}
-    generator = models.build_generator(cfg)
-    ema_generator = models.build_generator(cfg) if 'ema_generator' in names else None
-    step = tf.Variable(0, dtype=tf.int64)
-    parts = {'generator': generator, 'step': step}
-    if ema_generator is not None:
-        parts['ema_generator'] = ema_generator
-    tf.train.Checkpoint(**parts).restore(latest).expect_partial().assert_existing_objects_matched()
-    return cfg, generator, ema_generator, int(step)
+    return cfg, built['generator'], built.get('ema_generator'), int(built['step'])
 
 
 def export_from_checkpoint(workdir: str, path: str | None = None) -> str:
     """`--mode=export`: the latest checkpoint of the run in `workdir` -> `<workdir>/saved_model`."""
     cfg, generator, ema_generator, step = restore_generators(workdir)
     # The run's own config.cfg, not the Config rebuilt from it (which fills in today's defaults).
-    with tf.io.gfile.GFile(os.path.join(workdir, 'config.cfg')) as f:
-        flags = f.read()
-    return save(path or os.path.join(workdir, EXPORT_DIR), generator, cfg, step, ema_generator, flags)
+    flags = workdir_lib.read_config_text(workdir)
+    return save(path or workdir_lib.export_path(workdir), generator, cfg, step, ema_generator, flags)

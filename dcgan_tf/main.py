@@ -50,6 +50,12 @@ def _parse_flags(argv: list[str]) -> list[str]:
         return FLAGS(argv)
     except flags.Error as e:
         _fail(f'{e}. Run with --helpfull to list the flags.')
+    except UnicodeDecodeError as e:  # absl reads flagfiles as text: a binary or damaged one.
+        files = [a.split('=', 1)[1] for a in argv if a.startswith('--flagfile=')]
+        _fail(
+            f'a --flagfile ({", ".join(files) or "nested"}) is not a text file of flags (byte '
+            f'{e.object[e.start : e.start + 1]!r} at position {e.start}); fix it or give the flags directly.'
+        )
     return []
 
 
@@ -98,6 +104,7 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.INFO)
     _quiet_tensorflow()
     _check_workdir_writable(cfg)
+    from dcgan_tf import safety  # No TensorFlow in it; the stop signals' exception is caught below.
 
     try:
         if cfg.mode == 'train':
@@ -152,9 +159,10 @@ def main(argv: list[str]) -> None:
             _fail(f'--mode={cfg.mode} is not available yet in this version.')
     except config_lib.ConfigError as e:  # data.DataError included: bad input, not a bug.
         _fail(str(e))
+    except safety.StoppedDuringStartUp as e:  # Nothing to save: status 0, as a graceful stop.
+        print(e, file=sys.stderr)
+        sys.exit(0)
     except Exception as e:  # A NaN loss, a full disk: one sentence and status 1, no stack trace.
-        from dcgan_tf import safety
-
         message = str(e) if isinstance(e, safety.NumericalError) else safety.io_error_message(e, cfg.workdir)
         if message is None:
             raise
@@ -163,26 +171,18 @@ def main(argv: list[str]) -> None:
 
 
 def _check_workdir_writable(cfg: config_lib.Config) -> None:
-    if cfg.mode != 'train' or cfg.workdir.startswith('gs://'):
+    """Training needs a workdir it can write; --overwrite deletes only a run folder (the deletion itself
+    happens in training, under the workdir's lock)."""
+    if cfg.mode != 'train':
         return
-    if cfg.overwrite and os.path.isdir(cfg.workdir):
-        import shutil
+    from dcgan_tf import workdir
 
-        # Only a run folder (or an empty one) is deleted: `--workdir=. --overwrite` must not wipe a project.
-        if os.listdir(cfg.workdir) and not os.path.isfile(os.path.join(cfg.workdir, 'config.cfg')):
-            _fail(
-                f'--overwrite refuses to delete --workdir={cfg.workdir}: it holds files but no config.cfg, '
-                f'so it is not a dcgan_tf run folder.'
-            )
-        shutil.rmtree(cfg.workdir)
     try:
-        os.makedirs(cfg.workdir, exist_ok=True)
-        probe = os.path.join(cfg.workdir, f'.write_test{os.getpid()}')
-        with open(probe, 'w') as f:
-            f.write('ok')
-        os.remove(probe)
-    except OSError as e:
-        _fail(f'--workdir={cfg.workdir} is not writable ({e.strerror}).')
+        if cfg.overwrite:
+            workdir.check_overwrite(cfg.workdir)
+        workdir.ensure_writable(cfg.workdir)
+    except config_lib.ConfigError as e:
+        _fail(str(e))
 
 
 def run() -> None:

@@ -138,9 +138,13 @@ def arithmetic(cfg: Config) -> dict[str, Any]:
     """
     generator = export.load(_saved_model_path(cfg), cfg.sampler)
     try:
-        bank = np.load(cfg.z_file)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f'--z_file={cfg.z_file} is not a readable .npy file ({e}).') from None
+        with tf.io.gfile.GFile(cfg.z_file, 'rb') as f:
+            bank = np.load(io.BytesIO(f.read()))
+    except (OSError, ValueError, EOFError, tf.errors.OpError) as e:
+        reason = str(getattr(e, 'message', e)).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise ConfigError(f'--z_file={cfg.z_file} is not a readable .npy file ({reason}).') from None
+    if not isinstance(bank, np.ndarray):  # np.load gives an archive for a .npz.
+        raise ConfigError(f'--z_file={cfg.z_file} is a .npz archive; give the .npy written by --mode=sample.')
     if bank.ndim > 2:  # An interpolate .npy [walks, steps, z_dim]: indices count row-major.
         bank = bank.reshape(-1, bank.shape[-1])
     bank = generator.check_z(bank, f'--z_file={cfg.z_file}')

@@ -8,9 +8,6 @@ happens between calls, in `train_and_evaluate`.
 
 from __future__ import annotations
 
-import glob
-import json
-import os
 import time
 from typing import Any
 
@@ -21,37 +18,20 @@ from absl import logging
 
 from dcgan_tf import data, distribute, evaluate, images, losses, models, safety
 from dcgan_tf import export as export_lib
-from dcgan_tf.config import MODEL_FLAGS, Config, ConfigError, from_flagfile_text, to_flagfile
+from dcgan_tf import workdir as workdir_lib
+from dcgan_tf.config import Config, ConfigError, to_flagfile
+from dcgan_tf.progress import Progress
+from dcgan_tf.workdir import checkpoints as workdir_checkpoints
+from dcgan_tf.workdir import lock as workdir_lock
 
 METRIC_KEYS = ('d_loss', 'g_loss', 'd_real', 'd_fake')
 
 
-def _cpu_has_bfloat16() -> bool:
-    try:
-        with open('/proc/cpuinfo') as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return 'avx512_bf16' in flags or 'amx_bf16' in flags
-
-
-def resolve_precision(cfg: Config) -> str:
-    """The Keras policy for --precision; `auto` picks by device.
-
-    Measured (--mode=bench): mixed_bfloat16 ran the DCGAN-64 step 1.6x-2.2x faster than float32 on a
-    2-core AVX512_BF16 CPU and trained the demo as well; GPUs have fast float16 tensor cores.
-    """
-    if cfg.precision != 'auto':
-        return cfg.precision
-    kind = distribute.device_kind()
-    if kind == 'GPU':
-        return 'mixed_float16'
-    return 'mixed_bfloat16' if kind == 'TPU' or _cpu_has_bfloat16() else 'float32'
-
-
-def _build_optimizer(cfg: Config, learning_rate: float, variables: list) -> keras.optimizers.Optimizer:
+def _build_optimizer(
+    cfg: Config, learning_rate: float, variables: list, precision: str
+) -> keras.optimizers.Optimizer:
     optimizer = keras.optimizers.Adam(learning_rate, beta_1=cfg.beta_1, beta_2=cfg.beta_2)
-    if resolve_precision(cfg) == 'mixed_float16':
+    if precision == 'mixed_float16':
         # float16 gradients underflow without a loss scale; bfloat16 has float32's range.
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     # Slots exist before a restore, so a checkpoint loads at once rather than on first apply.
@@ -59,31 +39,8 @@ def _build_optimizer(cfg: Config, learning_rate: float, variables: list) -> kera
     return optimizer
 
 
-def _use_jit(cfg: Config, strategy: tf.distribute.Strategy) -> bool:
-    if isinstance(strategy, tf.distribute.TPUStrategy):
-        return True  # A TPU compiles the whole step with XLA whatever the flag says.
-    # An XLA-compiled function under strategy.run with several replicas reads other replicas'
-    # variables and fails (tensorflow#53140, keras#19005; Keras turns XLA off under tf.distribute too).
-    several = strategy.num_replicas_in_sync > 1
-    if cfg.jit_compile == 'auto':
-        # Measured on a 2-core CPU: XLA made the DCGAN step 0.64x-0.77x as fast; on GPUs 3.4x.
-        return distribute.device_kind() != 'CPU' and not several
-    if cfg.jit_compile == 'true' and several:
-        raise ConfigError(
-            f'--jit_compile=true does not work with {strategy.num_replicas_in_sync} replicas '
-            f'(a TensorFlow limitation of XLA under {type(strategy).__name__}); use --jit_compile=auto.'
-        )
-    return cfg.jit_compile == 'true'
-
-
 def _seed_states(*models_: keras.Model) -> list[tf.Variable]:
     return [v.value for m in models_ for v in m.variables if 'seed_generator_state' in v.path]
-
-
-def _lacks_ema(checkpoint_dir: str) -> bool:
-    latest = tf.train.latest_checkpoint(checkpoint_dir)
-    names = [name for name, _ in tf.train.list_variables(latest)] if latest else []
-    return bool(latest) and not any(name.startswith('ema_generator/') for name in names)
 
 
 def _build_ema_generator(cfg: Config, generator: keras.Model) -> keras.Model:
@@ -135,8 +92,7 @@ class Trainer:
     ):
         self.cfg = cfg
         self.workdir = workdir
-        self.precision = resolve_precision(cfg)
-        keras.mixed_precision.set_global_policy(self.precision)
+        self.precision = distribute.resolve_precision(cfg)
         self.strategy = strategy or distribute.create_strategy(cfg)
         self.source = source or data.load_source(cfg)
         self.num_replicas = self.strategy.num_replicas_in_sync
@@ -154,18 +110,23 @@ class Trainer:
         # int(step) works under every strategy and its checkpoint is the same under all of them.
         with tf.device('/cpu:0'):
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
-        with self.strategy.scope():
+        # The precision reaches the models' layers only: Keras' global policy is as it was afterwards.
+        with self.strategy.scope(), distribute.dtype_policy(self.precision):
             self.generator = models.build_generator(cfg)
             self.discriminator = models.build_discriminator(cfg)
-            self.g_optimizer = _build_optimizer(cfg, cfg.g_lr, self.generator.trainable_variables)
-            self.d_optimizer = _build_optimizer(cfg, cfg.d_lr, self.discriminator.trainable_variables)
+            self.g_optimizer = _build_optimizer(
+                cfg, cfg.g_lr, self.generator.trainable_variables, self.precision
+            )
+            self.d_optimizer = _build_optimizer(
+                cfg, cfg.d_lr, self.discriminator.trainable_variables, self.precision
+            )
             # The noise source, checkpointed: one seed per step is drawn from it in cross-replica
             # context and every replica takes its own slice of that step's global z (_replica_step).
             self.rng = tf.random.Generator.from_seed(cfg.seed)
             # A moving average of G's weights samples better than the last iterate (the export's default).
             self.ema_generator = _build_ema_generator(cfg, self.generator) if cfg.ema_decay > 0 else None
 
-        self.checkpoint = tf.train.Checkpoint(
+        self._parts = dict(
             generator=self.generator,
             discriminator=self.discriminator,
             g_optimizer=self.g_optimizer,
@@ -176,25 +137,22 @@ class Trainer:
             # checkpoint; without it a resumed run would drop other units than an unbroken one.
             layer_seeds=_seed_states(self.generator, self.discriminator),
         )
-        # A run checkpointed before the EMA existed resumes too: its average starts at the restored weights.
-        ema_later = self.ema_generator is not None and _lacks_ema(os.path.join(workdir, 'checkpoints'))
-        if self.ema_generator is not None and not ema_later:
-            self.checkpoint.ema_generator = self.ema_generator
+        if self.ema_generator is not None:
+            self._parts['ema_generator'] = self.ema_generator
+        self.checkpoint = tf.train.Checkpoint(**self._parts)
         self.is_chief = distribute.is_chief(self.strategy)
         # Every task restores from the chief's checkpoints (a shared workdir, e.g. gs://); the others
         # must save too (collectives) but into a local scratch folder, as in TF's multi-worker guide.
-        self.checkpoint_dir = os.path.join(workdir, 'checkpoints')
+        self.checkpoint_dir = workdir_lib.checkpoint_dir(workdir)
+        # Before the manager exists: it reads checkpoints/checkpoint, which a fallback rewrites.
+        self.restored_from = self.restore()
         checkpoint_dir = self.checkpoint_dir
         if not self.is_chief:
             checkpoint_dir = distribute.worker_scratch_dir(self.strategy)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, checkpoint_dir, max_to_keep=cfg.keep_checkpoints, step_counter=self.step
         )
-        self.restored_from = self.restore()
-        if ema_later:
-            self.ema_generator.set_weights(self.generator.get_weights())
-            self.checkpoint.ema_generator = self.ema_generator
-        self.use_jit = _use_jit(cfg, self.strategy)
+        self.use_jit = distribute.use_jit(cfg, self.strategy)
         self._replica_step_fn = (
             self._replica_step
             if cfg.run_eagerly or not self.use_jit or isinstance(self.strategy, tf.distribute.TPUStrategy)
@@ -204,19 +162,41 @@ class Trainer:
         self._train_fn = self._train_steps if cfg.run_eagerly else tf.function(self._train_steps)
         self._iterator = None
         self.stopped_by: str | None = None  # The signal that ended train_and_evaluate early, if any.
+        self.evaluator = None  # The periodic evaluator of train_and_evaluate (--eval_every), if any.
 
     # --- state ---
 
+    def _restore_from(self, prefix: str) -> None:
+        """Restores one checkpoint; raises (workdir.restore_newest tells the reasons apart) if it cannot."""
+        names = workdir_checkpoints.checkpoint_objects(prefix)
+        parts = dict(self._parts)
+        # A run checkpointed before the EMA existed resumes too: its average starts at the restored weights.
+        ema_later = self.ema_generator is not None and 'ema_generator' not in names
+        if ema_later:
+            del parts['ema_generator']
+        status = tf.train.Checkpoint(**parts).restore(prefix).assert_existing_objects_matched()
+        status.expect_partial()  # Values of parts this run lacks (an EMA with --ema_decay=0) are fine.
+        if ema_later:
+            self.ema_generator.set_weights(self.generator.get_weights())
+
     def restore(self) -> str | None:
-        """Restores the latest checkpoint in the workdir, if any; returns its path."""
-        if self.is_chief:  # Half-written checkpoints of a killed run: never referenced, only clutter.
-            for stale in tf.io.gfile.glob(os.path.join(self.checkpoint_dir, '*_temp')):
-                tf.io.gfile.rmtree(stale)
-        latest = tf.train.latest_checkpoint(self.checkpoint_dir)
-        if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-            logging.info('Resumed from %s at step %d.', latest, int(self.step))
-        return latest
+        """Restores the newest checkpoint that restores, if any; returns its path.
+
+        A damaged latest checkpoint falls back to the one before, with a warning, and the chief points
+        checkpoints/checkpoint at the one restored so the manager goes on from it. A checkpoint of another
+        model, or checkpoints none of which restores, raise ConfigError with nothing changed.
+        """
+        restored, fallback = workdir_checkpoints.restore_newest(
+            self.checkpoint_dir, self._restore_from, self.workdir
+        )
+        if restored is None:
+            return None
+        if self.is_chief:
+            if fallback:
+                workdir_checkpoints.write_checkpoint_state(self.checkpoint_dir, restored)
+            workdir_checkpoints.remove_unfinished_saves(self.checkpoint_dir)
+        logging.info('Resumed from %s at step %d.', restored, int(self.step))
+        return restored
 
     def save(self) -> str:
         return self.manager.save(checkpoint_number=self.step)
@@ -227,7 +207,7 @@ class Trainer:
         # checkpoint must not undo the first one's halving.
         rates = [float(o.learning_rate) * 0.5 for o in (self.g_optimizer, self.d_optimizer)]
         latest = self.manager.latest_checkpoint
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        self._restore_from(latest)
         self.g_optimizer.learning_rate, self.d_optimizer.learning_rate = rates
         self._iterator = None  # Skips again to the restored step: the data order of an unbroken run.
         return latest
@@ -331,48 +311,12 @@ class Trainer:
         return self.generator.count_params(), self.discriminator.count_params()
 
 
-# --- workdir bookkeeping ---
+# --- helpers of the loop ---
 
 
-def _check_or_write_config(cfg: Config, workdir: str, write: bool = True) -> None:
-    """Records the flags (when `write`: the chief); refuses to resume a workdir whose model differs."""
-    path = os.path.join(workdir, 'config.cfg')
-    if tf.io.gfile.exists(path):
-        with tf.io.gfile.GFile(path) as f:
-            old = from_flagfile_text(f.read())
-        new = from_flagfile_text(to_flagfile(cfg))
-        differing = [n for n in MODEL_FLAGS if n in old and old[n] != new[n]]
-        if differing:
-            raise ConfigError(
-                f'--workdir={workdir} holds a run with other model flags ('
-                + ', '.join(f'--{n}={old[n]} there, {new[n]} now' for n in differing)
-                + '); use another --workdir or --overwrite to start afresh.'
-            )
-    if write:
-        images.write_file(path, to_flagfile(cfg).encode())
-
-
-def _append_metrics(path: str, step: int, values: dict[str, float]) -> None:
-    with open(path, 'a') as f:
-        f.write(json.dumps({'step': step, **values}) + '\n')
-
-
-def read_metrics(path: str) -> list[dict[str, float]]:
-    if not os.path.exists(path):
-        return []
-    records = []
-    with open(path) as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except ValueError:  # A line cut short by a killed process (or blank): skip it.
-                continue
-    return records
-
-
-def _write_sample_grid(trainer: Trainer, z: tf.Tensor, samples_dir: str, writer) -> np.ndarray:
+def _write_sample_grid(trainer: Trainer, z: tf.Tensor, writer) -> np.ndarray:
     step = int(trainer.step)
-    grid = images.save_grid(os.path.join(samples_dir, f'step_{step:07d}.png'), trainer.generate(z))
+    grid = images.save_grid(workdir_lib.sample_grid_path(trainer.workdir, step), trainer.generate(z))
     with writer.as_default(step=step):
         tf.summary.image('samples/fixed_z', grid[None], max_outputs=1)
         if trainer.ema_generator is not None:  # Beside the raw grid: same z, averaged weights.
@@ -381,22 +325,14 @@ def _write_sample_grid(trainer: Trainer, z: tf.Tensor, samples_dir: str, writer)
     return grid
 
 
-def _write_final_pictures(workdir: str, metrics_path: str) -> None:
-    samples_dir = os.path.join(workdir, 'samples')
-    grids = sorted(glob.glob(os.path.join(samples_dir, 'step_*.png')))
-    if grids:
-        import imageio.v3 as iio
-
-        frames = [iio.imread(p) for p in grids]
-        shapes = {f.shape for f in frames}
-        if len(shapes) == 1:
-            images.save_gif(os.path.join(samples_dir, 'progress.gif'), frames)
-    history = read_metrics(metrics_path)
-    if history:
-        images.plot_losses(
-            os.path.join(samples_dir, 'losses.png'),
-            {k: [(h['step'], h[k]) for h in history if k in h] for k in ('d_loss', 'g_loss')},
-        )
+def _float32_copy(cfg: Config, model: keras.Model, build) -> keras.Model:
+    """The same weights in a float32 model: an export computes in float32 whatever the run trained in."""
+    if model.dtype_policy.name == 'float32':
+        return model
+    with distribute.dtype_policy('float32'):
+        copy = build(cfg)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _next_stop(step: int, total: int, cfg: Config) -> int:
@@ -462,23 +398,20 @@ def _check_diversity(
 # --- the outer loop ---
 
 
-def train_and_evaluate(
-    cfg: Config,
-    workdir: str,
-    *,
-    strategy: tf.distribute.Strategy | None = None,
-    source: data.Source | None = None,
+def _start_up(
+    cfg: Config, workdir: str, strategy: tf.distribute.Strategy, source: data.Source | None
 ) -> Trainer:
-    """Trains (or resumes) the run in `workdir` to its last step; returns the Trainer.
-
-    Writes config.cfg, checkpoints/, tensorboard/train, samples/ (fixed-z grids every
-    --sample_every steps, progress.gif and losses.png at the end) and metrics.jsonl.
-    """
+    """The Trainer of the run in `workdir`, restored; config.cfg is written only once that succeeded, so
+    a refused resume (another model, no checkpoint that restores) leaves every file as it was."""
+    chief = distribute.is_chief(strategy)
+    if cfg.overwrite and chief:  # Under the lock: never the folder of a trainer still running.
+        workdir_lib.clear(workdir)
     tf.io.gfile.makedirs(workdir)
-    strategy = strategy or distribute.create_strategy(cfg)
-    # Every task of a multi-worker job checks the workdir's model flags; only the chief records them.
-    _check_or_write_config(cfg, workdir, write=distribute.is_chief(strategy))
+    if not cfg.overwrite:  # Every task checks the model flags (with --overwrite the chief deletes them).
+        workdir_lib.check_config(workdir, cfg)
     trainer = Trainer(cfg, workdir, strategy=strategy, source=source)
+    if trainer.is_chief:
+        workdir_lib.write_config(workdir, cfg)
     g_params, d_params = trainer.num_params()
     logging.info(
         'Data: %s, resolution %d, %d channel(s).', data.describe(trainer.source), cfg.resolution, cfg.channels
@@ -492,111 +425,147 @@ def train_and_evaluate(
         'on' if trainer.use_jit else 'off',
     )
     logging.info('Training %d steps at global batch %d in %s.', trainer.total_steps, cfg.batch_size, workdir)
+    return trainer
 
+
+def _train_loop(trainer: Trainer, stop: safety.GracefulStop, metrics_log: workdir_lib.MetricsLog) -> None:
+    """Trains to the last step (or a stop signal) in calls that end where something is due."""
+    cfg = trainer.cfg
     # Side effects happen on the chief only; workers write to a scratch place (TF's guide).
-    summary_dir = os.path.join(workdir, 'tensorboard', 'train')
-    samples_dir = os.path.join(workdir, 'samples')
-    metrics_path = os.path.join(workdir, 'metrics.jsonl')
     writer = (
-        tf.summary.create_file_writer(summary_dir) if trainer.is_chief else tf.summary.create_noop_writer()
+        tf.summary.create_file_writer(workdir_lib.summary_dir(trainer.workdir))
+        if trainer.is_chief
+        else tf.summary.create_noop_writer()
     )
     if trainer.is_chief and trainer.restored_from is None:
         with writer.as_default(step=0):
             tf.summary.text('config', '```\n' + to_flagfile(cfg) + '```')
     z_grid = fixed_noise(cfg, cfg.num_grid)
     metrics = {k: keras.metrics.Mean(name=k) for k in METRIC_KEYS}
-    progress = keras.utils.Progbar(
-        trainer.total_steps, unit_name='step', stateful_metrics=[*METRIC_KEYS, 'img/s']
-    )
     step = int(trainer.step)
     if step == 0 and trainer.is_chief:
-        _write_sample_grid(trainer, z_grid, samples_dir, writer)
-    window_start, window_steps = time.perf_counter(), 0
-    first_call = True
+        _write_sample_grid(trainer, z_grid, writer)
     # Reference spread of real images for the mode-collapse warning (a ratio fits every data set).
     real_grid = data.take_images(trainer.source, cfg.num_grid, cfg) if cfg.collapse_threshold else None
     rollbacks, was_diverse = 0, False
-    # SIGINT/SIGTERM (Ctrl-C, preemption) end the loop after the current call, with a checkpoint.
     # --eval_every: real statistics once, now; then quality metrics, eval/* and checkpoints/best.
-    evaluator = evaluate.PeriodicEvaluator(cfg, trainer, workdir) if cfg.eval_every else None
-    stop = safety.GracefulStop().install()
-    while step < trainer.total_steps:
-        num_steps = _next_stop(step, trainer.total_steps, cfg) - step
-        if first_call:
-            logging.info('Tracing the train step (the first call is slow).')
-        values = trainer.train_steps(num_steps)
-        if first_call:
-            logging.info('First call done.')
-            first_call = False
-        bad = safety.non_finite(values)
-        if bad is not None:  # Checked before anything is saved: the bad state never reaches disk.
-            try:
+    evaluator = evaluate.PeriodicEvaluator(cfg, trainer, trainer.workdir) if cfg.eval_every else None
+    trainer.evaluator = evaluator
+    progress = Progress(trainer.total_steps, step)
+    window_start, window_steps = time.perf_counter(), 0
+    first_call = True
+    try:
+        while step < trainer.total_steps:
+            num_steps = _next_stop(step, trainer.total_steps, cfg) - step
+            if first_call:
+                logging.info('Tracing the train step (the first call is slow).')
+            with stop.call():  # SIGINT/SIGTERM: a stop after this call, or at once during start-up.
+                values = trainer.train_steps(num_steps)
+            if first_call:
+                logging.info('First call done.')
+                first_call = False
+            bad = safety.non_finite(values)
+            if bad is not None:  # Checked before anything is saved: the bad state never reaches disk.
                 rollbacks = _roll_back_or_raise(trainer, bad, step, num_steps, rollbacks)
-            except safety.NumericalError:
-                stop.uninstall()
-                raise
-            step, window_steps = int(trainer.step), 0
-            for m in metrics.values():
-                m.reset_state()
-            continue
-        step += num_steps
-        window_steps += num_steps
-        for k, v in values.items():
-            metrics[k].update_state(v, sample_weight=num_steps)
-        last = step >= trainer.total_steps
+                step, window_steps = int(trainer.step), 0
+                for m in metrics.values():
+                    m.reset_state()
+                continue
+            step += num_steps
+            window_steps += num_steps
+            progress.advance(step, num_steps)
+            for k, v in values.items():
+                metrics[k].update_state(v, sample_weight=num_steps)
+            last = step >= trainer.total_steps
 
-        if step % cfg.log_every == 0 or last:
-            elapsed = time.perf_counter() - window_start
-            logged = {k: float(m.result()) for k, m in metrics.items()}
-            logged['images_per_second'] = window_steps * cfg.batch_size / max(elapsed, 1e-9)
-            logged['steps_per_second'] = window_steps / max(elapsed, 1e-9)
-            with writer.as_default(step=step):
-                for k, v in logged.items():
-                    tf.summary.scalar(f'train/{k}', v)
-                # Undecodable files skipped so far (folder and LMDB sources); 0 for in-memory data.
-                tf.summary.scalar('data/skipped_images', data.num_skipped(trainer.source))
-            if trainer.is_chief:
-                _append_metrics(metrics_path, step, logged)
-            progress.update(
-                step, [(k, logged[k]) for k in METRIC_KEYS] + [('img/s', logged['images_per_second'])]
-            )
-            for m in metrics.values():
-                m.reset_state()
-            window_start, window_steps = time.perf_counter(), 0
-        if trainer.is_chief and (step % cfg.sample_every == 0 or last):
-            _write_sample_grid(trainer, z_grid, samples_dir, writer)
-            if real_grid is not None and len(real_grid) > 1:
-                was_diverse = _check_diversity(trainer, z_grid, real_grid, writer, step, was_diverse)
-        stopping = stop.requested  # Read once: a signal arriving later is handled after the next call.
-        if step % cfg.checkpoint_every == 0 or last or stopping:
-            trainer.save()
-        if evaluator is not None and (step % cfg.eval_every == 0 or last) and not stopping:
-            evaluator(step)
-        if stopping:
-            logging.info(
-                'Stopped by %s at step %d with a checkpoint; the same command resumes from here.',
-                stop.signal_name,
-                step,
-            )
-            break
-    stop.uninstall()
-    trainer.stopped_by = stop.signal_name  # None when the run reached its last step.
-    writer.flush()
+            if step % cfg.log_every == 0 or last:
+                elapsed = max(time.perf_counter() - window_start, 1e-9)
+                logged = {k: float(m.result()) for k, m in metrics.items()}
+                logged['images_per_second'] = window_steps * cfg.batch_size / elapsed
+                logged['steps_per_second'] = window_steps / elapsed
+                with writer.as_default(step=step):
+                    for k, v in logged.items():
+                        tf.summary.scalar(f'train/{k}', v)
+                    # Undecodable files skipped so far (folder and LMDB sources); 0 for in-memory data.
+                    tf.summary.scalar('data/skipped_images', data.num_skipped(trainer.source))
+                metrics_log.append(step, logged)
+                progress.log(
+                    step,
+                    logged['images_per_second'],
+                    {k: logged[k] for k in METRIC_KEYS},
+                    logged['steps_per_second'],
+                )
+                for m in metrics.values():
+                    m.reset_state()
+                window_start, window_steps = time.perf_counter(), 0
+            if trainer.is_chief and (step % cfg.sample_every == 0 or last):
+                _write_sample_grid(trainer, z_grid, writer)
+                if real_grid is not None and len(real_grid) > 1:
+                    was_diverse = _check_diversity(trainer, z_grid, real_grid, writer, step, was_diverse)
+            stopping = stop.requested  # Read once: a signal arriving later is handled after the next call.
+            if step % cfg.checkpoint_every == 0 or last or stopping:
+                trainer.save()
+            if evaluator is not None and (step % cfg.eval_every == 0 or last) and not stopping:
+                evaluator(step)
+            if stopping:
+                logging.info(
+                    'Stopped by %s at step %d with a checkpoint; the same command resumes from here.',
+                    stop.signal_name,
+                    step,
+                )
+                break
+    finally:
+        progress.close()
+        writer.flush()
+
+
+def _finish(trainer: Trainer, metrics_log: workdir_lib.MetricsLog) -> None:
+    """After the loop: the worker's scratch copies go; the chief draws the final pictures and exports."""
+    cfg, workdir = trainer.cfg, trainer.workdir
     if not trainer.is_chief:  # A worker's checkpoint copies were only there for the collectives.
         tf.io.gfile.rmtree(trainer.manager.directory)
-    if trainer.is_chief:
-        _write_final_pictures(workdir, metrics_path)
-        if cfg.export_at_end and trainer.stopped_by is None:  # A stop leaves time only for the checkpoint.
-            path = os.path.join(workdir, export_lib.EXPORT_DIR)
-            if cfg.export_best and evaluator is not None:
-                evaluate.export_best(workdir, path)
-            else:
-                export_lib.save(path, trainer.generator, cfg, step, trainer.ema_generator)
-            logging.info('Exported the generator to %s.', path)
+        return
+    workdir_lib.write_final_pictures(workdir, metrics_log.records)
+    if cfg.export_at_end and trainer.stopped_by is None:  # A stop leaves time only for the checkpoint.
+        path = workdir_lib.export_path(workdir)
+        if cfg.export_best and trainer.evaluator is not None:
+            evaluate.export_best(workdir, path)
+        else:
+            generator = _float32_copy(cfg, trainer.generator, models.build_generator)
+            ema = trainer.ema_generator
+            ema = _float32_copy(cfg, ema, models.build_generator) if ema is not None else None
+            export_lib.save(path, generator, cfg, int(trainer.step), ema)
+        logging.info('Exported the generator to %s.', path)
+
+
+def train_and_evaluate(
+    cfg: Config,
+    workdir: str,
+    *,
+    strategy: tf.distribute.Strategy | None = None,
+    source: data.Source | None = None,
+) -> Trainer:
+    """Trains (or resumes) the run in `workdir` to its last step; returns the Trainer.
+
+    Writes config.cfg, checkpoints/, tensorboard/train, samples/ (fixed-z grids every
+    --sample_every steps, progress.gif and losses.png at the end), metrics.jsonl and saved_model/.
+    The chief holds the workdir's lock throughout (a second trainer is refused); SIGINT/SIGTERM stop
+    the run with a checkpoint, or at once during start-up (safety.GracefulStop).
+    """
+    strategy = strategy or distribute.create_strategy(cfg)
+    with workdir_lock.RunLock(workdir, enabled=distribute.is_chief(strategy)) as lock:
+        with safety.GracefulStop(interrupt_start_up=True, cleanup=lock.release) as stop:
+            trainer = _start_up(cfg, workdir, strategy, source)
+            metrics_log = workdir_lib.MetricsLog(
+                workdir, resume_step=int(trainer.step), write=trainer.is_chief
+            )
+            _train_loop(trainer, stop, metrics_log)
+        trainer.stopped_by = stop.signal_name  # None when the run reached its last step.
+        _finish(trainer, metrics_log)
     return trainer
 
 
 def final_metrics(workdir: str) -> dict[str, Any]:
     """The last logged metrics of a run (for tests and notebooks)."""
-    history = read_metrics(os.path.join(workdir, 'metrics.jsonl'))
+    history = workdir_lib.read_metrics(workdir)
     return history[-1] if history else {}

@@ -7,7 +7,7 @@ import tensorflow as tf
 from conftest import tiny_config
 from test_main import TINY, run_cli
 
-from dcgan_tf import bench, train
+from dcgan_tf import bench, distribute
 from dcgan_tf.config import ConfigError, validate
 
 FIELDS = {
@@ -98,7 +98,7 @@ def test_cli_prints_one_json_line(tmp_path):
 
 
 def test_auto_precision_follows_the_device():
-    assert train.resolve_precision(tiny_config(precision='mixed_float16')) == 'mixed_float16'
+    assert distribute.resolve_precision(tiny_config(precision='mixed_float16')) == 'mixed_float16'
     with open('/proc/cpuinfo') as f:
         flags = f.read()
     bf16_cpu = 'avx512_bf16' in flags or 'amx_bf16' in flags
@@ -106,4 +106,4 @@ def test_auto_precision_follows_the_device():
         expected = 'mixed_float16'
     else:
         expected = 'mixed_bfloat16' if bf16_cpu else 'float32'
-    assert train.resolve_precision(tiny_config(precision='auto')) == expected
+    assert distribute.resolve_precision(tiny_config(precision='auto')) == expected

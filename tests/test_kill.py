@@ -20,7 +20,8 @@ import pytest
 import tensorflow as tf
 from conftest import REPO_ROOT, TINY_CLI
 
-from dcgan_tf import export, train
+from dcgan_tf import export
+from dcgan_tf import workdir as workdir_lib
 
 CHECKPOINT_EVERY = 5
 TINY = [
@@ -80,7 +81,7 @@ def _latest_step(workdir) -> int:
 
 
 def _logged_step(workdir) -> int:
-    history = train.read_metrics(os.path.join(workdir, 'metrics.jsonl'))
+    history = workdir_lib.read_metrics(workdir)
     return max((h['step'] for h in history), default=0)
 
 

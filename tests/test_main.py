@@ -1,6 +1,7 @@
 """The command line, end to end, in fresh processes as a user runs it."""
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ def test_train_synthetic_end_to_end(tmp_path):
         '--sample_every=2',
         '--checkpoint_every=2',
         f'--workdir={tmp_path}',
+        '--overwrite',
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / 'samples' / 'step_0000004.png').exists()
@@ -40,10 +42,16 @@ def test_train_synthetic_end_to_end(tmp_path):
     # The first lines say what will run; TensorFlow's start-up chatter stays out of the way.
     assert 'Strategy:' in result.stderr and 'Data: synthetic' in result.stderr
     assert 'oneDNN' not in result.stderr and 'cuInit' not in result.stderr
-    # The saved flags re-run the same training (and resume: nothing left to do).
+    # stderr is a pipe, not a terminal: one plain progress line per log step, no bar.
+    assert '\r' not in result.stderr and '\x1b[' not in result.stderr
+    assert re.search(r'step 4/4 \(100%\), \d+ images/s, ETA 0:00:00, d_loss ', result.stderr), result.stderr
+    # The saved flags re-run the same training: they resume it (nothing left to do) rather than delete
+    # it, although the run was started with --overwrite.
+    checkpoint = (tmp_path / 'checkpoints' / 'ckpt-4.index').read_bytes()
     again = run_cli(f'--flagfile={tmp_path}/config.cfg')
     assert again.returncode == 0, again.stderr
-    assert 'Resumed from' in again.stderr
+    assert re.search(r'Resumed from \S+ckpt-4 at step 4\.', again.stderr), again.stderr
+    assert (tmp_path / 'checkpoints' / 'ckpt-4.index').read_bytes() == checkpoint
 
 
 @pytest.mark.skipif(not os.path.isdir(SHARED_MNIST), reason='../shared/data/mnist is absent')

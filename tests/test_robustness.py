@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 from conftest import REPO_ROOT, TINY_CLI, tiny_config
 
-from dcgan_tf import data, image_headers, safety, train
+from dcgan_tf import data, image_headers, safety, train, workdir
 
 # --- helpers ---
 
@@ -103,6 +103,31 @@ def test_second_sigint_ends_the_process_at_once():
     assert 'survived' not in result.stdout
 
 
+def test_a_call_that_does_not_return_after_a_signal_ends_the_process(tmp_path):
+    # The main thread sits in one call long past the signal (sleep stands in for a hung TensorFlow op):
+    # the watchdog ends the process with one line and status 1 once the grace period is over.
+    code = (
+        'import os, signal, time\n'
+        'from dcgan_tf import safety\n'
+        'safety.MIN_GRACE_S = 1.0\n'
+        'stop = safety.GracefulStop(cleanup=lambda: open("cleaned", "w").close()).install()\n'
+        'with stop.call():\n'
+        '    os.kill(os.getpid(), signal.SIGTERM)\n'
+        '    time.sleep(60)\n'
+        'print("survived")\n'
+    )
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, '-c', code], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env
+    )
+    assert result.returncode == 1, result.stderr
+    assert time.monotonic() - started < 30
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: stopped by SIGTERM inside a training call that did not return'), last
+    assert 'survived' not in result.stdout and (tmp_path / 'cleaned').exists()
+
+
 # --- NaN / Inf ---
 
 
@@ -125,10 +150,11 @@ def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, 
     # The bad state was not written: the last good checkpoint is the latest one, byte for byte.
     assert tf.train.latest_checkpoint(str(checkpoints)).endswith('ckpt-2')
     assert _digest(checkpoints) == digests
-    history = train.read_metrics(str(tmp_path / 'metrics.jsonl'))
+    history = workdir.read_metrics(str(tmp_path))
     assert [h['step'] for h in history] == [2]
-    # Signal handlers are put back even though the run stopped with an error.
+    # Signal handlers are put back and the workdir's lock released, though the run stopped with an error.
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert not (tmp_path / 'lock.json').exists()
     # The same command resumes from the good checkpoint (the injected fault does not recur).
     monkeypatch.undo()
     resumed = train.train_and_evaluate(cfg, str(tmp_path))
@@ -147,7 +173,7 @@ def test_rollback_restores_halves_the_learning_rates_and_goes_on(tmp_path, monke
     assert float(trainer.g_optimizer.learning_rate) == pytest.approx(2e-4)
     assert float(trainer.d_optimizer.learning_rate) == pytest.approx(cfg.d_lr / 2)
     assert 'rolled back to' in caplog.text and 'ckpt-2' in caplog.text
-    history = train.read_metrics(str(tmp_path / 'metrics.jsonl'))
+    history = workdir.read_metrics(str(tmp_path))
     assert [h['step'] for h in history] == [2, 4, 6]
     assert all(np.isfinite(h['d_loss']) and np.isfinite(h['g_loss']) for h in history)
     weights = [w.numpy() for w in trainer.generator.weights]
@@ -182,12 +208,14 @@ def test_sigint_mid_run_checkpoints_the_step_reached_and_resumes(tmp_path, monke
         return values
 
     monkeypatch.setattr(train.Trainer, 'train_steps', train_steps)
+    # Whatever was there before the run (Python's default, or SIG_IGN in a shell's background job).
+    before = signal.getsignal(signal.SIGINT)
     trainer = train.train_and_evaluate(cfg, str(tmp_path))
     assert trainer.stopped_by == 'SIGINT'
     assert int(trainer.step) == 3
     # Not due by --checkpoint_every (10), saved anyway.
     assert trainer.manager.latest_checkpoint.endswith('ckpt-3')
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
     monkeypatch.undo()
     resumed = train.train_and_evaluate(cfg, str(tmp_path))
     assert resumed.restored_from.endswith('ckpt-3') and resumed.stopped_by is None

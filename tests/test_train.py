@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from conftest import tiny_config
 
-from dcgan_tf import train
+from dcgan_tf import train, workdir
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def test_loss_moves_and_d_learns(tmp_path):
         g_lr=1e-4,
     )
     train.train_and_evaluate(cfg, str(tmp_path))
-    history = train.read_metrics(str(tmp_path / 'metrics.jsonl'))
+    history = workdir.read_metrics(str(tmp_path))
     assert [h['step'] for h in history] == [10, 20, 30]
     # D starts at chance (D(x) ~ D(G(z)) ~ 0.5) and learns to tell real from fake.
     assert history[0]['d_loss'] > history[-1]['d_loss']
