@@ -30,7 +30,7 @@ import tensorflow as tf
 from absl import logging
 
 from dcgan_tf import image_headers
-from dcgan_tf.config import Config, ConfigError, parse_crop
+from dcgan_tf.config import Config, ConfigError, is_url, parse_crop
 
 ASSETS_DIR = os.path.join(os.path.dirname(__file__), 'assets')
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp')
@@ -198,7 +198,7 @@ def load_mnist_like(
     name: str, data_dir: str, split: str = 'train', download: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """mnist / fashion_mnist: the IDX files in `data_dir` when there, tensorflow-datasets otherwise."""
-    if data_dir and not data_dir.startswith('gs://') and _find_idx(data_dir, IDX_FILES[split][0]):
+    if data_dir and not is_url(data_dir) and _find_idx(data_dir, IDX_FILES[split][0]):
         return load_idx_split(data_dir, split)
     return _load_tfds(name, data_dir, split, download)
 
@@ -329,11 +329,6 @@ def _hold_out(items, split: str, holdout: int, what: str):
 # --- folders (and the img_align_celeba folder) ---
 
 
-def _is_url(path: str) -> bool:
-    """gs://, ram://, s3://: paths only tf.io.gfile can read, and which have no symlinks."""
-    return '://' in path
-
-
 def _local_image_files(data_dir: str) -> tuple[list[str], int]:
     """Image files under a local folder, following symlinks but reaching each folder and file once.
 
@@ -378,7 +373,7 @@ def list_image_files(data_dir: str) -> list[str]:
     Symlinked files and folders are followed, but a folder or file reached under a second name (a
     symlink loop, an alias, a hard link) is listed once, with a warning. URL-style paths go to gfile.
     """
-    if _is_url(data_dir):
+    if is_url(data_dir):
         files = []
         for root, _, names in tf.io.gfile.walk(data_dir):
             files.extend(os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
@@ -438,7 +433,7 @@ def _folder_source(
 
 def _celeba_folder(cfg: Config, split: str) -> Source | None:
     """CelebA from its img_align_celeba/ folder (the usual escape when tfds' download fails)."""
-    if not cfg.data_dir or cfg.data_dir.startswith('gs://') or not os.path.isdir(cfg.data_dir):
+    if not cfg.data_dir or is_url(cfg.data_dir) or not os.path.isdir(cfg.data_dir):
         return None
     image_dir = cfg.data_dir
     if os.path.isdir(os.path.join(cfg.data_dir, 'img_align_celeba')):

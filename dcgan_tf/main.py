@@ -17,6 +17,7 @@ from dcgan_tf import config as config_lib
 FLAGS = flags.FLAGS
 EXIT_USAGE = 2  # Bad flags or input: the convention of argparse and absl's usage errors.
 EXIT_FAILURE = 1  # The run itself failed (NaN loss, full disk); the workdir keeps its last checkpoint.
+EXIT_INTERRUPTED = 130  # The shell's convention for a process ended by SIGINT.
 
 _DEFINE = {
     bool: flags.DEFINE_bool,
@@ -95,6 +96,14 @@ def build_config() -> config_lib.Config:
 
 
 def main(argv: list[str]) -> None:
+    try:
+        _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C before training installs its own handler (e.g. while TF imports).
+        print('Interrupted (Ctrl-C).', file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f'unexpected arguments {" ".join(argv[1:])!r}; flags look like --name=value.')
     try:
@@ -163,6 +172,11 @@ def main(argv: list[str]) -> None:
         print(e, file=sys.stderr)
         sys.exit(0)
     except Exception as e:  # A NaN loss, a full disk: one sentence and status 1, no stack trace.
+        # A data check that failed inside tf.data arrives as an OpError carrying its sentence.
+        data = sys.modules.get('dcgan_tf.data')
+        sentence = data.pipeline_error_message(e) if data is not None else None
+        if sentence:
+            _fail(sentence)
         message = str(e) if isinstance(e, safety.NumericalError) else safety.io_error_message(e, cfg.workdir)
         if message is None:
             raise
@@ -177,12 +191,29 @@ def _check_workdir_writable(cfg: config_lib.Config) -> None:
         return
     from dcgan_tf import workdir
 
+    _refuse_recorded_overwrite(cfg, sys.argv[1:])
     try:
         if cfg.overwrite:
             workdir.check_overwrite(cfg.workdir)
         workdir.ensure_writable(cfg.workdir)
     except config_lib.ConfigError as e:
         _fail(str(e))
+
+
+def _refuse_recorded_overwrite(cfg: config_lib.Config, args: list[str]) -> None:
+    """Older versions recorded --overwrite=true in config.cfg: resuming with that file would delete the run.
+
+    --overwrite counts only when given on the command line, or by a flagfile other than the run's own.
+    """
+    if not cfg.overwrite or any(a.split('=', 1)[0] in ('--overwrite', '-overwrite') for a in args):
+        return
+    own = os.path.realpath(os.path.join(cfg.workdir, 'config.cfg'))
+    flagfiles = [a.split('=', 1)[1] for a in args if a.startswith(('--flagfile=', '-flagfile='))]
+    if any(not config_lib.is_url(f) and os.path.realpath(f) == own for f in flagfiles):
+        _fail(
+            f'{own} (written by an older version) holds --overwrite=true, which would delete this run; '
+            f'delete that line to resume, or pass --overwrite on the command line to start afresh.'
+        )
 
 
 def run() -> None:

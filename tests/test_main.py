@@ -2,12 +2,13 @@
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
 
 import pytest
-from conftest import REPO_ROOT, SHARED_MNIST
+from conftest import REPO_ROOT, SHARED_MNIST, TINY_CLI
 
 TINY = ['--resolution=16', '--gf_dim=8', '--df_dim=8', '--z_dim=16', '--batch_size=8']
 
@@ -101,3 +102,43 @@ def test_empty_data_dir_and_unwritable_workdir(tmp_path):
     blocker.write_text("a file where the workdir's parent should be")
     result = run_cli('--train_steps=1', f'--workdir={blocker / "run"}')
     assert result.returncode == 2 and 'is not writable' in result.stderr
+
+
+def test_an_older_config_cfg_holding_overwrite_does_not_delete_the_run(tmp_path):
+    """Older versions recorded --overwrite=true in config.cfg; resuming with that file must not delete."""
+    run = tmp_path / 'run'
+    (run / 'checkpoints').mkdir(parents=True)
+    kept = run / 'checkpoints' / 'ckpt-2.index'
+    kept.write_bytes(b'a checkpoint to keep')
+    (run / 'config.cfg').write_text(
+        '\n'.join([*TINY_CLI, '--train_steps=4', f'--workdir={run}', '--overwrite=true'])
+    )
+    result = run_cli(f'--flagfile={run / "config.cfg"}')
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert 'holds --overwrite=true, which would delete this run' in result.stderr
+    assert kept.read_bytes() == b'a checkpoint to keep'
+
+
+def test_ctrl_c_while_tensorflow_loads_is_one_line(tmp_path):
+    # SIGINT's default disposition restored: a background shell starts children with it ignored.
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            '-m',
+            'dcgan_tf.main',
+            *TINY_CLI,
+            '--train_steps=2',
+            f'--workdir={tmp_path / "run"}',
+        ],
+        cwd=REPO_ROOT,
+        env=dict(os.environ, PYTHONPATH=REPO_ROOT),
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    time.sleep(1.5)  # Flags parsed, TensorFlow importing (several seconds).
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert 'Traceback' not in stderr
+    assert stderr.strip().splitlines()[-1] == 'Interrupted (Ctrl-C).'

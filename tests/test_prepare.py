@@ -201,3 +201,24 @@ def test_the_command_line_stops_on_a_truncated_shard(copy):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f'error: Prepared shard {path} holds') and last.endswith(f'--out_dir={folder}.')
     assert not os.path.exists(folder.parent / 'run' / 'checkpoints')
+
+
+def test_the_command_line_stops_mid_run_on_a_changed_streamed_shard(copy):
+    cfg, folder = copy
+    path = _shard(folder, 3)
+    content = bytearray(path.read_bytes())
+    content[len(content) // 2] ^= 0xFF  # the length stays right: only reading the shard finds it
+    path.write_bytes(bytes(content))
+    result = subprocess.run(
+        [sys.executable, '-m', 'dcgan_tf.main', *TINY_CLI, f'--dataset=tfrecord:{folder}', '--cache_mb=0']
+        + ['--train_steps=200', '--checkpoint_every=1000', f'--workdir={folder.parent / "run"}'],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    # The sentence the pipeline carried out of TensorFlow, not a traceback.
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert 'Traceback' not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f'error: Prepared shard {path} gave 25 readable images'), last
