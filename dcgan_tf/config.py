@@ -378,6 +378,12 @@ def _validate_evaluation(cfg: Config) -> None:
         and not weights.startswith('gs://')
     ):
         _require(os.path.isfile(weights), f'--inception_weights={weights} is not a file (or imagenet, none).')
+    _require(
+        not (cfg.mode == 'evaluate' and cfg.eval_source == 'real' and cfg.dataset == 'embedded'),
+        '--eval_source=real --dataset=embedded would compare the embedded digits with themselves (they are '
+        'the one MNIST test split, so train and test are the same images); measure the floor with '
+        '--dataset=mnist --data_dir=<the four MNIST IDX files>.',
+    )
     if cfg.mode == 'train_classifier':
         _require(
             cfg.dataset in ('mnist', 'fashion_mnist'),

@@ -126,6 +126,8 @@ def test_good_values_pass(monkeypatch, capsys):
         (['--beta_1=1'], '--beta_1=1'),
         (['--collapse_threshold=1'], '--collapse_threshold=1'),
         (['--max_rollbacks=1000'], '--max_rollbacks=1000'),
+        # The embedded digits are one split: their floor would be a set measured against itself.
+        (['--mode=evaluate', '--eval_source=real'], '--dataset=mnist'),
         (['--no_such_flag=1'], 'no_such_flag'),
         (['stray_argument'], 'unexpected arguments'),
     ],
