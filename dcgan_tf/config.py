@@ -32,7 +32,7 @@ DATASET_PREFIXES = ('lsun/', 'tfds:', 'tfrecord:')
 RESOLUTIONS = (16, 28, 32, 64, 128)
 # Flags that change the shape of a model or its checkpoint: a workdir trained with other values
 # cannot be resumed with these.
-MODEL_FLAGS = ('arch', 'resolution', 'channels', 'z_dim', 'gf_dim', 'df_dim')
+MODEL_FLAGS = ('arch', 'resolution', 'channels', 'z_dim', 'gf_dim', 'df_dim', 'kernel_size')
 FEATURE_NETS = ('inception', 'mnist', 'fashion_mnist')
 EVAL_SOURCES = ('generator', 'untrained', 'real')
 # Modes that read an exported SavedModel; ablate reads a checkpoint.
@@ -85,12 +85,23 @@ class Config:
     z_dim: int = _field(100, 'Size of the latent vector z.')
     gf_dim: int = _field(64, "Width of the generator's last hidden layer (doubles per layer).")
     df_dim: int = _field(64, "Width of the discriminator's first layer (doubles per layer).")
+    kernel_size: int = _field(
+        5,
+        "Side of every convolution kernel of the dcgan G and D (5 in the paper's code; 4, a multiple of the "
+        'stride 2, gives every output pixel as many taps: no checkerboard from uneven overlap).',
+    )
     # --- optimisation ---
     batch_size: int = _field(128, 'Global batch size (split across replicas).')
     g_lr: float = _field(2e-4, 'Generator Adam learning rate.')
     d_lr: float = _field(2e-4, 'Discriminator Adam learning rate.')
     beta_1: float = _field(0.5, 'Adam beta_1 (the paper lowers it from 0.9 for stability).')
     beta_2: float = _field(0.999, 'Adam beta_2.')
+    update: str = _field(
+        'simultaneous',
+        'Order of the two updates in a step: simultaneous (D and G gradients from one forward pass, the TF '
+        "tutorial's) or alternating (D first, then G against the updated D: the paper's Algorithm 1).",
+        ('simultaneous', 'alternating'),
+    )
     train_steps: int = _field(0, 'Training length in steps (0: use --epochs).')
     epochs: int = _field(0, 'Training length in passes over the data (used when --train_steps=0).')
     # --- distribution and speed ---
@@ -299,6 +310,10 @@ def validate(cfg: Config) -> Config:
     ):
         value = getattr(cfg, name)
         _require(value > 0, f'--{name}={value} must be a positive integer.')
+    _require(
+        2 <= cfg.kernel_size <= 9,
+        f'--kernel_size={cfg.kernel_size} must be between 2 (the stride: no output pixel left out) and 9.',
+    )
     for name in ('g_lr', 'd_lr'):
         value = getattr(cfg, name)
         _require(0 < value < 1e3 and value == value, f'--{name}={value} must be a positive number.')
