@@ -18,6 +18,7 @@ from dcgan_tf import dropout, fast_conv, leaky_relu
 from dcgan_tf.config import Config
 from dcgan_tf.fused_bn import FusedBatchNormalization
 
+
 def _weights_init(seed: int) -> keras.initializers.Initializer:
     # The paper: "All weights were initialized from a zero-centered Normal distribution with
     # standard deviation 0.02."
