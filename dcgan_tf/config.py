@@ -137,6 +137,12 @@ class Config:
     ema_decay: float = _field(
         0.999, 'Decay of the moving average of G weights, exported as the default sampler (0: off).'
     )
+    ema_warmup: float = _field(
+        10.0,
+        'Warm-up N of that average: its decay at step t is min(--ema_decay, (1 + t) / (N + t)), which weighs '
+        'step s by about (s / t)^(N - 2): 10 as in tf.train.ExponentialMovingAverage; 2 averages every '
+        'step alike.',
+    )
     export_at_end: bool = _field(True, 'Export <workdir>/saved_model when training ends.')
     saved_model: str = _field(
         '', 'SavedModel folder for the sampling modes (default: <workdir>/saved_model).'
@@ -471,6 +477,10 @@ def parse_indices(text: str, flag: str) -> list[int]:
 
 def _validate_sampling(cfg: Config) -> None:
     _require(0 <= cfg.ema_decay < 1, f'--ema_decay={cfg.ema_decay} must be in [0, 1) (0 turns it off).')
+    _require(
+        2 <= cfg.ema_warmup <= 1e6,
+        f'--ema_warmup={cfg.ema_warmup} must be between 2 (a plain mean of every step) and 1e6.',
+    )
     if cfg.mode not in (*SAVED_MODEL_MODES, 'ablate'):
         return
     _require(0 <= cfg.seed <= MAX_SEED, f'--seed={cfg.seed} must be between 0 and 2**63 - 1.')

@@ -326,7 +326,7 @@ class Trainer:
         # Cross-replica context: one assign updates every replica's copy. The warm-up (as in
         # tf.train.ExponentialMovingAverage's num_updates) keeps short runs from averaging in the init.
         step = tf.cast(self.step, tf.float32)
-        decay = tf.minimum(self.cfg.ema_decay, (1.0 + step) / (10.0 + step))
+        decay = tf.minimum(self.cfg.ema_decay, (1.0 + step) / (self.cfg.ema_warmup + step))
         ema_model, model = self.ema_generator, self.generator
         for ema, weight in zip(ema_model.trainable_variables, model.trainable_variables, strict=True):
             ema.assign(weight + decay * (ema - weight))

@@ -117,6 +117,18 @@ def test_alternating_update_scores_g_against_the_updated_d(tmp_path, determinist
     assert max(differences) > 1e-6
 
 
+def test_ema_warmup_of_2_is_the_plain_mean_of_the_steps(tmp_path):
+    # decay_t = (1 + t) / (2 + t): after t steps the average is (2 w_0 + w_1 + ... + w_t) / (t + 2).
+    trainer = train.Trainer(tiny_config(ema_warmup=2.0, ema_decay=0.999), str(tmp_path))
+    history = [[v.numpy() for v in trainer.generator.trainable_variables]]
+    for _ in range(3):
+        trainer.train_steps(1)
+        history.append([v.numpy() for v in trainer.generator.trainable_variables])
+    for i, ema in enumerate(trainer.ema_generator.trainable_variables):
+        expected = (2 * history[0][i] + sum(h[i] for h in history[1:])) / 5
+        np.testing.assert_allclose(ema.numpy(), expected, rtol=1e-5, atol=1e-7)
+
+
 def test_epochs_set_the_length(tmp_path):
     cfg = tiny_config(
         train_steps=0,
