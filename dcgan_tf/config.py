@@ -35,7 +35,7 @@ DATASET_PREFIXES = ('lsun/', 'tfds:', 'tfrecord:')
 RESOLUTIONS = (16, 28, 32, 64, 128)
 # Flags that change the shape of a model or its checkpoint: a workdir trained with other values
 # cannot be resumed with these.
-MODEL_FLAGS = ('arch', 'resolution', 'channels', 'z_dim', 'gf_dim', 'df_dim')
+MODEL_FLAGS = ('arch', 'resolution', 'channels', 'z_dim', 'gf_dim', 'df_dim', 'kernel_size')
 # Flags that act on a folder or pick a tool rather than define the training, so a workdir's config.cfg
 # leaves them out: re-running it must never delete the run (--overwrite), switch to another mode, or
 # write a sampling tool's output (--out, --out_dir, --saved_model) where the run was started from.
@@ -100,12 +100,23 @@ class Config:
     z_dim: int = _field(100, 'Size of the latent vector z.')
     gf_dim: int = _field(64, "Width of the generator's last hidden layer (doubles per layer).")
     df_dim: int = _field(64, "Width of the discriminator's first layer (doubles per layer).")
+    kernel_size: int = _field(
+        5,
+        "Side of every convolution kernel of the dcgan G and D (5 in the paper's code; 4, a multiple of the "
+        'stride 2, gives every output pixel as many taps: no checkerboard from uneven overlap).',
+    )
     # --- optimisation ---
     batch_size: int = _field(128, 'Global batch size (split across replicas).')
     g_lr: float = _field(2e-4, 'Generator Adam learning rate.')
     d_lr: float = _field(2e-4, 'Discriminator Adam learning rate.')
     beta_1: float = _field(0.5, 'Adam beta_1 (the paper lowers it from 0.9 for stability).')
     beta_2: float = _field(0.999, 'Adam beta_2.')
+    update: str = _field(
+        'simultaneous',
+        'Order of the two updates in a step: simultaneous (D and G gradients from one forward pass, the TF '
+        "tutorial's) or alternating (D first, then G against the updated D: the paper's Algorithm 1).",
+        ('simultaneous', 'alternating'),
+    )
     train_steps: int = _field(0, 'Training length in steps (0: use --epochs).')
     epochs: int = _field(0, 'Training length in passes over the data (used when --train_steps=0).')
     # --- distribution and speed ---
@@ -140,6 +151,12 @@ class Config:
     # --- export and sampling ---
     ema_decay: float = _field(
         0.999, 'Decay of the moving average of G weights, exported as the default sampler (0: off).'
+    )
+    ema_warmup: float = _field(
+        10.0,
+        'Warm-up N of that average: its decay at step t is min(--ema_decay, (1 + t) / (N + t)), which weighs '
+        'step s by about (s / t)^(N - 2): 10 as in tf.train.ExponentialMovingAverage; 2 averages every '
+        'step alike.',
     )
     export_at_end: bool = _field(True, 'Export <workdir>/saved_model when training ends.')
     saved_model: str = _field(
@@ -335,6 +352,10 @@ def validate(cfg: Config) -> Config:
     ):
         value = getattr(cfg, name)
         _require(value > 0, f'--{name}={value} must be a positive integer.')
+    _require(
+        2 <= cfg.kernel_size <= 9,
+        f'--kernel_size={cfg.kernel_size} must be between 2 (the stride: no output pixel left out) and 9.',
+    )
     for name in ('g_lr', 'd_lr'):
         value = getattr(cfg, name)
         _require(0 < value < 1e3 and value == value, f'--{name}={value} must be a positive number.')
@@ -421,6 +442,12 @@ def _validate_evaluation(cfg: Config) -> None:
     weights = cfg.inception_weights
     if cfg.feature_net == 'inception' and weights not in ('imagenet', 'none') and not is_url(weights):
         _require(os.path.isfile(weights), f'--inception_weights={weights} is not a file (or imagenet, none).')
+    _require(
+        not (cfg.mode == 'evaluate' and cfg.eval_source == 'real' and cfg.dataset == 'embedded'),
+        '--eval_source=real --dataset=embedded would compare the embedded digits with themselves (they are '
+        'the one MNIST test split, so train and test are the same images); measure the floor with '
+        '--dataset=mnist --data_dir=<the four MNIST IDX files>.',
+    )
     if cfg.mode == 'train_classifier':
         _require(
             cfg.dataset in ('mnist', 'fashion_mnist'),
@@ -493,6 +520,10 @@ def parse_indices(text: str, flag: str) -> list[int]:
 
 def _validate_sampling(cfg: Config) -> None:
     _require(0 <= cfg.ema_decay < 1, f'--ema_decay={cfg.ema_decay} must be in [0, 1) (0 turns it off).')
+    _require(
+        2 <= cfg.ema_warmup <= 1e6,
+        f'--ema_warmup={cfg.ema_warmup} must be between 2 (a plain mean of every step) and 1e6.',
+    )
     if cfg.mode not in (*SAVED_MODEL_MODES, 'ablate'):
         return
     _require(0 <= cfg.seed <= MAX_SEED, f'--seed={cfg.seed} must be between 0 and 2**63 - 1.')

@@ -25,6 +25,8 @@ EVAL_BATCH = 250
 INCEPTION_SIZE = 299
 # Lower is better for these; the others (score, coverage) are better higher.
 LOWER_IS_BETTER = ('fid', 'kid')
+# A sample counts as confidently classified above this top probability (`confident`).
+CONFIDENT_PROBABILITY = 0.9
 BEST_DIR = 'best'
 BEST_FILE = 'best.json'
 
@@ -111,6 +113,20 @@ def class_coverage(probabilities: np.ndarray) -> float:
     return moments.coverage()
 
 
+def confident_share(probabilities: np.ndarray) -> float:
+    """Share of samples whose top class probability exceeds CONFIDENT_PROBABILITY: 1 when all are clear."""
+    moments = ProbabilityMoments()
+    moments.update(probabilities)
+    return moments.confident()
+
+
+def histogram_entropy_bits(probabilities: np.ndarray) -> float:
+    """Entropy of the predicted-class histogram in bits: log2(classes) when every class is as frequent."""
+    moments = ProbabilityMoments()
+    moments.update(probabilities)
+    return moments.entropy_bits()
+
+
 # --- streaming accumulators ---
 
 
@@ -141,13 +157,15 @@ class GaussianMoments:
 
 
 class ProbabilityMoments:
-    """Running sums for the score (mean p(y|x), mean entropy) and coverage (argmax histogram)."""
+    """Running sums for the score (mean p(y|x), mean entropy), the argmax histogram (coverage, entropy_bits)
+    and the count of confident samples."""
 
     def __init__(self):
         self.count = 0
         self.total = None
         self.entropy_total = 0.0
         self.histogram = None
+        self.confident_count = 0
 
     def update(self, probabilities: np.ndarray) -> None:
         p = np.asarray(probabilities, np.float64)
@@ -158,6 +176,7 @@ class ProbabilityMoments:
         self.total += p.sum(axis=0)
         self.entropy_total += float(_entropy(p).sum())
         self.histogram += np.bincount(p.argmax(axis=1), minlength=p.shape[1])
+        self.confident_count += int((p.max(axis=1) > CONFIDENT_PROBABILITY).sum())
 
     def score(self) -> float:
         marginal = self.total / self.count
@@ -166,6 +185,12 @@ class ProbabilityMoments:
     def coverage(self) -> float:
         # + 0.0 turns the -0.0 of a one-class histogram into 0.0.
         return float(_entropy(self.histogram / self.count) / np.log(len(self.histogram))) + 0.0
+
+    def entropy_bits(self) -> float:
+        return float(_entropy(self.histogram / self.count) / np.log(2.0)) + 0.0
+
+    def confident(self) -> float:
+        return self.confident_count / self.count
 
 
 class Reservoir:
@@ -220,19 +245,21 @@ def compare(
     kid_subset_size: int = 1000,
     seed: int = 0,
 ) -> dict[str, float]:
-    """fid, kid, kid_std (and score, coverage, score_real, coverage_real when the net classifies)."""
+    """fid, kid, kid_std; when the net classifies also score, coverage, confident, entropy_bits and
+    the same four of the real set (`*_real`)."""
     mu_g, sigma_g = generated.gaussian.mean_and_covariance()
     mu_r, sigma_r = real.gaussian.mean_and_covariance()
     kid, kid_std = kernel_distance(
         generated.reservoir.sample(), real.reservoir.sample(), kid_subsets, kid_subset_size, seed
     )
     metrics = {'fid': frechet_distance(mu_g, sigma_g, mu_r, sigma_r), 'kid': kid, 'kid_std': kid_std}
-    if generated.probabilities.count:
-        metrics['score'] = generated.probabilities.score()
-        metrics['coverage'] = generated.probabilities.coverage()
-    if real.probabilities.count:
-        metrics['score_real'] = real.probabilities.score()
-        metrics['coverage_real'] = real.probabilities.coverage()
+    for stats, suffix in ((generated, ''), (real, '_real')):
+        moments = stats.probabilities
+        if moments.count:
+            metrics[f'score{suffix}'] = moments.score()
+            metrics[f'coverage{suffix}'] = moments.coverage()
+            metrics[f'confident{suffix}'] = moments.confident()
+            metrics[f'entropy_bits{suffix}'] = moments.entropy_bits()
     return metrics
 
 

@@ -3,7 +3,8 @@
 `dcgan` follows Radford et al. (2016): project z and reshape, then stride-2 transposed convolutions
 that halve the width and double the size, BatchNorm + ReLU everywhere but the tanh output; the
 discriminator mirrors it with stride-2 convolutions, LeakyReLU(0.2) and BatchNorm on every layer but
-the input one. `tutorial` is the TensorFlow DCGAN tutorial's MNIST pair, kept for comparison.
+the input one; every kernel is --kernel_size square (5 in the paper's code). `tutorial` is the TensorFlow
+DCGAN tutorial's MNIST pair, kept for comparison.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from keras import layers
 from dcgan_tf import dropout, fast_conv, leaky_relu
 from dcgan_tf.config import Config
 from dcgan_tf.fused_bn import FusedBatchNormalization
-
-KERNEL_SIZE = 5  # The paper's released code and the TF tutorial use 5x5 kernels.
 
 
 def _weights_init(seed: int) -> keras.initializers.Initializer:
@@ -89,7 +88,7 @@ def build_generator(cfg: Config) -> keras.Sequential:
         model.add(
             fast_conv.Conv2DTranspose(
                 width,
-                KERNEL_SIZE,
+                cfg.kernel_size,
                 strides=2,
                 padding='same',
                 use_bias=False,
@@ -103,7 +102,7 @@ def build_generator(cfg: Config) -> keras.Sequential:
     model.add(
         fast_conv.Conv2DTranspose(
             cfg.channels,
-            KERNEL_SIZE,
+            cfg.kernel_size,
             strides=2,
             padding='same',
             kernel_initializer=_weights_init(seed + 2 * n),
@@ -129,7 +128,7 @@ def build_discriminator(cfg: Config) -> keras.Sequential:
         model.add(
             fast_conv.Conv2D(
                 width * 2**i,
-                KERNEL_SIZE,
+                cfg.kernel_size,
                 strides=2,
                 padding='same',
                 use_bias=i == 0,

@@ -236,26 +236,34 @@ class Trainer:
         z = tf.reshape(all_z, [context.num_replicas_in_sync, -1, self.cfg.z_dim])[
             context.replica_id_in_sync_group
         ]
+        alternating = self.cfg.update == 'alternating'
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             fake = self.generator(z, training=True)
             # Separate D calls for real and fake: each BatchNorm call sees one kind only,
             # as in the paper's code (mixing them lets D tell them apart by batch statistics).
             real_logits = self.discriminator(real, training=True)
-            fake_logits = self.discriminator(fake, training=True)
+            # Alternating: D's tape need not reach into G (its gradient comes from a second D call).
+            fake_logits = self.discriminator(tf.stop_gradient(fake) if alternating else fake, training=True)
             d_loss = tf.nn.compute_average_loss(
                 losses.discriminator_loss(real_logits, fake_logits), global_batch_size=global_batch
             )
+            d_loss_scaled = self._scale(self.d_optimizer, d_loss)
+            d_vars = self.discriminator.trainable_variables
+            if alternating:
+                # The paper's Algorithm 1 (and pytorch/examples): D steps first, then G is scored by the
+                # updated D on the same fakes; one more D forward pass per step.
+                self.d_optimizer.apply(d_tape.gradient(d_loss_scaled, d_vars), d_vars)
+                g_logits = self.discriminator(fake, training=True)
+            else:
+                g_logits = fake_logits
             g_loss = tf.nn.compute_average_loss(
-                losses.generator_loss(fake_logits), global_batch_size=global_batch
+                losses.generator_loss(g_logits), global_batch_size=global_batch
             )
-            d_loss_scaled, g_loss_scaled = d_loss, g_loss
-            if isinstance(self.d_optimizer, keras.optimizers.LossScaleOptimizer):
-                d_loss_scaled = self.d_optimizer.scale_loss(d_loss)
-                g_loss_scaled = self.g_optimizer.scale_loss(g_loss)
-        d_vars = self.discriminator.trainable_variables
+            g_loss_scaled = self._scale(self.g_optimizer, g_loss)
         g_vars = self.generator.trainable_variables
-        # Both gradients come from the same forward pass (the tutorial's simultaneous update).
-        self.d_optimizer.apply(d_tape.gradient(d_loss_scaled, d_vars), d_vars)
+        if not alternating:
+            # Both gradients come from the same forward pass (the tutorial's simultaneous update).
+            self.d_optimizer.apply(d_tape.gradient(d_loss_scaled, d_vars), d_vars)
         self.g_optimizer.apply(g_tape.gradient(g_loss_scaled, g_vars), g_vars)
         if context.num_replicas_in_sync > 1 and not self.cfg.sync_bn:
             _average_moving_statistics(context, self.generator, self.discriminator)
@@ -266,6 +274,13 @@ class Trainer:
             'd_real': tf.reduce_sum(tf.sigmoid(tf.cast(real_logits, tf.float32))) / global_batch,
             'd_fake': tf.reduce_sum(tf.sigmoid(tf.cast(fake_logits, tf.float32))) / global_batch,
         }
+
+    @staticmethod
+    def _scale(optimizer: keras.optimizers.Optimizer, loss: tf.Tensor) -> tf.Tensor:
+        # float16 gradients underflow without the loss scale; other precisions pass the loss through.
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            return optimizer.scale_loss(loss)
+        return loss
 
     def _train_steps(self, iterator, num_steps: tf.Tensor) -> dict[str, tf.Tensor]:
         """`num_steps` steps in one call (a Tensor, so other counts do not retrace); mean metrics."""
@@ -291,7 +306,7 @@ class Trainer:
         # Cross-replica context: one assign updates every replica's copy. The warm-up (as in
         # tf.train.ExponentialMovingAverage's num_updates) keeps short runs from averaging in the init.
         step = tf.cast(self.step, tf.float32)
-        decay = tf.minimum(self.cfg.ema_decay, (1.0 + step) / (10.0 + step))
+        decay = tf.minimum(self.cfg.ema_decay, (1.0 + step) / (self.cfg.ema_warmup + step))
         ema_model, model = self.ema_generator, self.generator
         for ema, weight in zip(ema_model.trainable_variables, model.trainable_variables, strict=True):
             ema.assign(weight + decay * (ema - weight))

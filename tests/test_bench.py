@@ -1,6 +1,8 @@
 """--mode=bench prints one honest JSON line per measured step (fields checked, not speed)."""
 
 import json
+import os
+import platform
 
 import pytest
 import tensorflow as tf
@@ -22,6 +24,7 @@ FIELDS = {
     'steps_per_call',
     'steps_per_window',
     'warmup_s',
+    'onednn',
     'tensorflow',
     'device',
     'peak_memory_mb',
@@ -46,7 +49,7 @@ def test_step_and_baseline_reports(capsys):
         # The median window, and ms/step its inverse at the batch size.
         assert report['images_per_second'] == sorted(report['window_images_per_second'])[1]
         assert report['ms_per_step'] == pytest.approx(1000 * 8 / report['images_per_second'], rel=1e-3)
-        assert report['model'] == 'dcgan-16x16x1 (gf 8, df 8, z 16)'
+        assert report['model'] == 'dcgan-16x16x1 (gf 8, df 8, z 16, kernel 5)'
         assert report['tensorflow'] == tf.__version__
         assert report['peak_memory_mb'] > 50  # TensorFlow alone takes hundreds of MiB.
         assert report['device'].startswith(('CPU', 'GPU'))
@@ -95,6 +98,9 @@ def test_cli_prints_one_json_line(tmp_path):
     report = json.loads(line)
     assert FIELDS <= report.keys()
     assert report['batch_size'] == 8 and report['steps_per_window'] == 1
+    # The command line runs TensorFlow on oneDNN on any x86 CPU, AVX2-only ones included.
+    if platform.machine().lower() in ('x86_64', 'amd64') and 'TF_ENABLE_ONEDNN_OPTS' not in os.environ:
+        assert report['onednn'] is True
 
 
 def test_auto_precision_follows_the_device():

@@ -145,6 +145,24 @@ def test_score_and_coverage_on_hand_made_tables():
     )
 
 
+def test_confident_share_and_entropy_bits_on_hand_made_tables():
+    # Top probabilities 0.95, 0.9 (not above), 0.6, 1.0: two of four are confident.
+    table = np.array([[0.95, 0.05], [0.9, 0.1], [0.4, 0.6], [0.0, 1.0]])
+    assert evaluate.confident_share(table) == pytest.approx(0.5)
+    # Predicted classes 0, 0, 1, 1: one bit.
+    assert evaluate.histogram_entropy_bits(table) == pytest.approx(1.0)
+    # Ten classes equally often: log2(10) bits, all confident; one class: 0 bits.
+    assert evaluate.histogram_entropy_bits(np.eye(10)) == pytest.approx(np.log2(10))
+    assert evaluate.confident_share(np.eye(10)) == 1.0
+    assert evaluate.histogram_entropy_bits(np.tile(np.eye(10)[3], (7, 1))) == 0.0
+    # Classes 0, 0, 0, 1 (three quarters and one quarter): 0.8113 bits, streamed in two updates.
+    moments = evaluate.ProbabilityMoments()
+    moments.update(np.array([[0.99, 0.01], [0.7, 0.3]]))
+    moments.update(np.array([[0.8, 0.2], [0.05, 0.95]]))
+    assert moments.entropy_bits() == pytest.approx(-(0.75 * np.log2(0.75) + 0.25 * np.log2(0.25)))
+    assert moments.confident() == pytest.approx(0.5)
+
+
 def test_is_better_knows_each_metrics_direction():
     assert evaluate.is_better('fid', 3.0, None)
     assert evaluate.is_better('fid', 3.0, 4.0) and not evaluate.is_better('fid', 5.0, 4.0)
@@ -182,7 +200,8 @@ def test_compare_on_streamed_features_with_a_fake_net():
     close, far = evaluate.compare(b, a, 10, 100), evaluate.compare(c, a, 10, 100)
     assert a.count == 300
     assert close['fid'] < far['fid'] and close['kid'] < far['kid']
-    assert set(close) == {'fid', 'kid', 'kid_std', 'score', 'coverage', 'score_real', 'coverage_real'}
+    per_set = ('score', 'coverage', 'confident', 'entropy_bits')
+    assert set(close) == {'fid', 'kid', 'kid_std', *per_set, *(f'{k}_real' for k in per_set)}
     # The shifted (generated) set is mostly 'bright'; the real one covers both classes.
     assert far['coverage'] < close['coverage'] and far['coverage_real'] == close['coverage_real']
 
@@ -208,7 +227,13 @@ def test_evaluate_mode_untrained_vs_real(tmp_path, capsys):
     assert json.loads(printed[0]) == json.loads(json.dumps(result))
     assert 'fid' in printed[2] or any(line.strip().startswith('fid') for line in printed)
     assert result['protocol']['num_generated'] == 40 and result['protocol']['num_real'] == 40
-    assert result['metrics']['fid'] > 0 and 0 <= result['metrics']['coverage'] <= 1
+    metrics = result['metrics']
+    assert metrics['fid'] > 0 and 0 <= metrics['coverage'] <= 1
+    # The untrained G draws one class (the coverage test above); the table names the new figures.
+    assert 0 <= metrics['confident'] <= 1 and 0 <= metrics['entropy_bits'] <= np.log2(10) + 1e-9
+    assert metrics['entropy_bits'] == pytest.approx(metrics['coverage'] * np.log2(10))
+    assert any(line.split()[:1] == ['confident'] for line in printed)
+    assert any(line.split()[:1] == ['entropy_bits'] for line in printed)
     assert result['seconds'] >= 0
 
 

@@ -30,6 +30,7 @@ ZERO_IS_BAD = (
     'z_dim',
     'gf_dim',
     'df_dim',
+    'kernel_size',
     'batch_size',
     'shuffle_buffer',
     'synthetic_examples',
@@ -127,6 +128,10 @@ def test_good_values_pass(monkeypatch, capsys):
         (['--beta_1=1'], '--beta_1=1'),
         (['--collapse_threshold=1'], '--collapse_threshold=1'),
         (['--max_rollbacks=1000'], '--max_rollbacks=1000'),
+        (['--kernel_size=1'], '--kernel_size=1'),
+        (['--kernel_size=10'], '--kernel_size=10'),
+        # The embedded digits are one split: their floor would be a set measured against itself.
+        (['--mode=evaluate', '--eval_source=real'], '--dataset=mnist'),
         (['--no_such_flag=1'], 'no_such_flag'),
         (['stray_argument'], 'unexpected arguments'),
     ],

@@ -55,6 +55,24 @@ def test_train_synthetic_end_to_end(tmp_path):
     assert (tmp_path / 'checkpoints' / 'ckpt-4.index').read_bytes() == checkpoint
 
 
+def test_onednn_is_on_for_every_x86_cpu_unless_the_user_says_otherwise(monkeypatch):
+    # TensorFlow itself enables oneDNN only on CPUs with VNNI/BF16/AMX; an AVX2-only one gets Eigen.
+    from dcgan_tf import main as main_lib
+
+    monkeypatch.setattr(main_lib.platform, 'machine', lambda: 'x86_64')
+    monkeypatch.delenv('TF_ENABLE_ONEDNN_OPTS', raising=False)
+    main_lib._use_onednn()
+    assert os.environ['TF_ENABLE_ONEDNN_OPTS'] == '1'
+    monkeypatch.setenv('TF_ENABLE_ONEDNN_OPTS', '0')
+    main_lib._use_onednn()
+    assert os.environ['TF_ENABLE_ONEDNN_OPTS'] == '0'
+    # Elsewhere (ARM) TensorFlow's own choice stands.
+    monkeypatch.setattr(main_lib.platform, 'machine', lambda: 'aarch64')
+    monkeypatch.delenv('TF_ENABLE_ONEDNN_OPTS')
+    main_lib._use_onednn()
+    assert 'TF_ENABLE_ONEDNN_OPTS' not in os.environ
+
+
 @pytest.mark.skipif(not os.path.isdir(SHARED_MNIST), reason='../shared/data/mnist is absent')
 def test_train_on_real_mnist_files(tmp_path):
     result = run_cli(

@@ -52,6 +52,23 @@ def test_paper_guidelines(resolution):
     assert isinstance(discriminator.layers[-1], layers.Dense) and discriminator.layers[-1].units == 1
 
 
+@pytest.mark.parametrize('kernel_size', [4, 5])
+def test_kernel_size_sets_every_convolution_and_keeps_the_shapes(kernel_size):
+    cfg = tiny_config(resolution=28, gf_dim=8, df_dim=8, z_dim=16, kernel_size=kernel_size)
+    generator, discriminator = models.build_generator(cfg), models.build_discriminator(cfg)
+    convs = [
+        la
+        for model in (generator, discriminator)
+        for la in model.layers
+        if isinstance(la, layers.Conv2D | layers.Conv2DTranspose)
+    ]
+    assert len(convs) == 4 and all(c.kernel_size == (kernel_size, kernel_size) for c in convs)
+    # G's deconv1 kernel [k, k, out 8, in 16]: k * k * 8 * 16 weights, no bias before BatchNorm.
+    assert generator.get_layer('deconv1').count_params() == kernel_size**2 * 8 * 16
+    assert generator(np.zeros((2, 16), np.float32)).shape == (2, 28, 28, 1)
+    assert discriminator(np.zeros((2, 28, 28, 1), np.float32)).shape == (2, 1)
+
+
 def test_widths_at_64_match_the_paper():
     cfg = tiny_config(resolution=64, channels=3, gf_dim=64, df_dim=64, z_dim=100)
     generator = models.build_generator(cfg)

@@ -97,6 +97,38 @@ def test_eager_and_graph_steps_agree(tmp_path, deterministic):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+def test_alternating_update_scores_g_against_the_updated_d(tmp_path, deterministic):
+    cfg = tiny_config(train_steps=1)
+    trainers = {}
+    for update in ('simultaneous', 'alternating'):
+        trainers[update] = train.Trainer(cfg.replace(update=update), str(tmp_path / update))
+        trainers[update].train_steps(1)
+    simultaneous, alternating = trainers['simultaneous'], trainers['alternating']
+    # D's update is the same maths in both orders (same data, noise and initial weights) ...
+    for a, b in zip(
+        simultaneous.discriminator.trainable_weights, alternating.discriminator.trainable_weights, strict=True
+    ):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
+    # ... G's is not: alternating scores the fakes with the D that has already stepped.
+    pairs = zip(
+        simultaneous.generator.trainable_weights, alternating.generator.trainable_weights, strict=True
+    )
+    differences = [np.abs(a.numpy() - b.numpy()).max() for a, b in pairs]
+    assert max(differences) > 1e-6
+
+
+def test_ema_warmup_of_2_is_the_plain_mean_of_the_steps(tmp_path):
+    # decay_t = (1 + t) / (2 + t): after t steps the average is (2 w_0 + w_1 + ... + w_t) / (t + 2).
+    trainer = train.Trainer(tiny_config(ema_warmup=2.0, ema_decay=0.999), str(tmp_path))
+    history = [[v.numpy() for v in trainer.generator.trainable_variables]]
+    for _ in range(3):
+        trainer.train_steps(1)
+        history.append([v.numpy() for v in trainer.generator.trainable_variables])
+    for i, ema in enumerate(trainer.ema_generator.trainable_variables):
+        expected = (2 * history[0][i] + sum(h[i] for h in history[1:])) / 5
+        np.testing.assert_allclose(ema.numpy(), expected, rtol=1e-5, atol=1e-7)
+
+
 def test_epochs_set_the_length(tmp_path):
     cfg = tiny_config(
         train_steps=0,
