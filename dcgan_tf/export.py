@@ -30,12 +30,28 @@ METADATA_FILE = 'dcgan_metadata.json'  # Beside the SavedModel in assets.extra/,
 # --- the exported module ---
 
 
+def scale_to_uint8(images: tf.Tensor) -> tf.Tensor:
+    """tanh range [-1, 1] -> uint8, with no checks (the form converters such as TFLite's take)."""
+    images = tf.cast(images, tf.float32)
+    return tf.cast(tf.clip_by_value(tf.round((images + 1.0) * 127.5), 0.0, 255.0), tf.uint8)
+
+
 def _to_uint8(images: tf.Tensor) -> tf.Tensor:
     """tanh range [-1, 1] -> uint8, refusing NaN/Inf rather than writing them as black pixels."""
     images = tf.debugging.assert_all_finite(
         tf.cast(images, tf.float32), 'the generator produced NaN or Inf pixels; its weights are broken'
     )
-    return tf.cast(tf.clip_by_value(tf.round((images + 1.0) * 127.5), 0.0, 255.0), tf.uint8)
+    return scale_to_uint8(images)
+
+
+def tf_variables(model) -> list[tf.Variable]:
+    """The tf.Variables under a Keras 3 model's own Variables.
+
+    A tf.Module that tracks these (and not the Keras model) saves a graph that TensorFlow's session-based
+    loaders (saved_model_cli run, TF Serving) can run, and hands the TFLite converter the weights: with the
+    Keras Variables tracked, both find no value for the variables the graph reads.
+    """
+    return [v.value for v in model.variables]
 
 
 def _interpolation_path(z0: tf.Tensor, z1: tf.Tensor, steps: tf.Tensor, spherical: tf.Tensor) -> tf.Tensor:
@@ -65,9 +81,10 @@ class _Sampler(tf.Module):
 
     def __init__(self, generator, z_dim: int, name: str):
         super().__init__(name=name)
-        self.generator = generator
-        # Listed explicitly so the weights are saved whatever Keras's object tracking does.
-        self.weights = list(generator.variables)
+        # The weights as plain tf.Variables; the Keras model itself stays untracked (only the functions'
+        # closures hold it), so each value is saved once and every loader finds it (see tf_variables).
+        self.weights = tf_variables(generator)
+        self._forward = lambda z: generator(z, training=False)
         self.z_dim = z_dim
         spec = tf.TensorSpec
         self.serving_default = tf.function(
@@ -92,10 +109,10 @@ class _Sampler(tf.Module):
         )
 
     def _generate(self, z):
-        return {'images': _to_uint8(self.generator(z, training=False))}
+        return {'images': _to_uint8(self._forward(z))}
 
     def _generate_float(self, z):
-        return tf.cast(self.generator(z, training=False), tf.float32)
+        return tf.cast(self._forward(z), tf.float32)
 
     def _sample(self, num, seed):
         checks = [

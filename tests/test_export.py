@@ -213,3 +213,81 @@ def test_run_from_before_the_ema_resumes_with_one(tmp_path):
     again = train.Trainer(tiny_config(train_steps=3), str(tmp_path))
     for a, b in zip(again.ema_generator.weights, trainer.ema_generator.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+_CLI_RUNNER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from tensorflow.python.tools import saved_model_cli
+
+    # saved_model_cli run's own code path (a TF1 session, the loader TF Serving mirrors), once per signature.
+    path, out, z_dim = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    z = np.random.default_rng(0).standard_normal((2, z_dim)).astype(np.float32)
+    feeds = {
+        'serving_default': {'z': z},
+        'sample': {'num': np.int32(3), 'seed': np.int64(7)},
+        'interpolate': {'z0': z[0], 'z1': z[1], 'steps': np.int32(4), 'spherical': True},
+        'metadata': {},
+    }
+    for name, feed in list(feeds.items())[:3]:
+        feeds['raw_' + name] = feed
+    for name, feed in feeds.items():
+        saved_model_cli.run_saved_model_with_feed_dict(path, 'serve', name, feed, f'{out}/{name}', True)
+    """
+)
+
+
+def test_every_signature_runs_under_saved_model_cli(run, loaded, tmp_path):
+    _, workdir = run
+    path = os.path.join(workdir, 'saved_model')
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH='')
+    # The command line itself, on the signature with random and assert ops.
+    command = ['saved_model_cli', 'run', '--dir', path, '--tag_set', 'serve', '--signature_def', 'sample']
+    command += ['--input_exprs', 'num=3;seed=7', '--outdir', str(tmp_path / 'cli'), '--overwrite']
+    subprocess.run(command, check=True, env=env, capture_output=True, timeout=300)
+    images_cli, z_cli = (np.load(tmp_path / 'cli' / f'{k}.npy') for k in ('images', 'z'))
+    expected_images, expected_z = loaded.sample(3, 7)
+    np.testing.assert_array_equal(z_cli, expected_z)
+    assert np.abs(images_cli.astype(int) - expected_images).max() <= 1
+    # Then all seven signatures, through the same function of saved_model_cli, in one process.
+    script = [sys.executable, '-c', _CLI_RUNNER, path, str(tmp_path / 'all'), '16']
+    subprocess.run(script, check=True, env=env, capture_output=True, timeout=300)
+    for prefix in ('', 'raw_'):
+        assert np.load(tmp_path / 'all' / f'{prefix}serving_default' / 'images.npy').shape == (2, 16, 16, 1)
+        assert np.load(tmp_path / 'all' / f'{prefix}sample' / 'images.npy').shape == (3, 16, 16, 1)
+        assert np.load(tmp_path / 'all' / f'{prefix}interpolate' / 'z.npy').shape == (4, 16)
+    metadata = tmp_path / 'all' / 'metadata'
+    assert int(np.load(metadata / 'z_dim.npy')) == 16 and int(np.load(metadata / 'step.npy')) == 3
+    assert json.loads(np.load(metadata / 'json.npy', allow_pickle=True).item()) == loaded.metadata
+
+
+class _EarlierSampler(export._Sampler):
+    """The layout of the exports written before: the Keras model and its Keras Variables tracked."""
+
+    def __init__(self, generator, z_dim, name):
+        super().__init__(generator, z_dim, name)
+        self.generator = generator
+        self.weights = list(generator.variables)
+
+
+def test_exports_of_the_earlier_layout_still_load(run, tmp_path, monkeypatch):
+    trainer, _ = run
+    monkeypatch.setattr(export, '_Sampler', _EarlierSampler)
+    path = export.save(str(tmp_path / 'old'), trainer.generator, trainer.cfg, 3, trainer.ema_generator)
+    monkeypatch.undo()
+    old = export.load(path)
+    z = _z(3, seed=9)
+    assert np.abs(old.generate(z).astype(int) - _in_process(trainer.ema_generator, z)).max() <= 1
+    pixels = old.generate_float(tf.constant(z)).numpy()
+    np.testing.assert_allclose(pixels, trainer.ema_generator(z, training=False).numpy(), atol=1e-5)
+    assert old.metadata['step'] == 3 and old.sample(2, 1)[0].shape == (2, 16, 16, 1)
+
+
+def test_the_export_stores_each_weight_once(run):
+    _, workdir = run
+    reader = tf.train.load_checkpoint(os.path.join(workdir, 'saved_model', 'variables', 'variables'))
+    keys = [k for k in reader.get_variable_to_shape_map() if k != '_CHECKPOINTABLE_OBJECT_GRAPH']
+    trainer = run[0]
+    # Both generators' variables and the five metadata values, nothing saved twice.
+    assert len(keys) == len(trainer.generator.variables) + len(trainer.ema_generator.variables) + 5
