@@ -39,13 +39,14 @@ MODEL_FLAGS = ('arch', 'resolution', 'channels', 'z_dim', 'gf_dim', 'df_dim', 'k
 # Flags that act on a folder or pick a tool rather than define the training, so a workdir's config.cfg
 # leaves them out: re-running it must never delete the run (--overwrite), switch to another mode, or
 # write a sampling tool's output (--out, --out_dir, --saved_model) where the run was started from.
-NOT_RECORDED = ('mode', 'overwrite', 'out', 'out_dir', 'saved_model')
+NOT_RECORDED = ('mode', 'overwrite', 'out', 'out_dir', 'saved_model', 'format', 'serving_version', 'model')
 FEATURE_NETS = ('inception', 'mnist', 'fashion_mnist')
 EVAL_SOURCES = ('generator', 'untrained', 'real')
 # Modes that read an exported SavedModel; ablate reads a checkpoint.
 SAVED_MODEL_MODES = ('sample', 'interpolate', 'arithmetic', 'explore')
 # Enough for any grid a person looks at; more would be one giant batch in memory.
 MAX_SAMPLES = 4096
+EXPORT_FORMATS = ('saved_model', 'tflite', 'tflite_float16')
 MAX_SEED = 2**63 - 1  # The SavedModel's seed is an int64.
 
 
@@ -166,7 +167,11 @@ class Config:
         'ema', 'Which exported generator to use: ema (averaged weights) or raw.', ('ema', 'raw')
     )
     num: int = _field(64, 'Images to sample (sample) or to render with and without filters (ablate).')
-    out: str = _field('', 'Output PNG (default: <mode>.png here); the z .npy and the GIF go beside it.')
+    out: str = _field(
+        '',
+        'Output PNG (default: <mode>.png here); the z .npy and the GIF go beside it. With --mode=export '
+        '--format=tflite*: the .tflite file (default: <workdir>/generator[_float16].tflite).',
+    )
     out_dir: str = _field(
         '', 'Also write one PNG per sample into this folder (sample); where --mode=prepare writes TFRecords.'
     )
@@ -193,6 +198,21 @@ class Config:
     port: int = _field(7860, 'Port of the --mode=explore page.')
     host: str = _field(
         '127.0.0.1', 'Address the --mode=explore page listens on (0.0.0.0: every network interface).'
+    )
+    # --- the rest of the TensorFlow world: TFLite, TF Serving ---
+    format: str = _field(
+        'saved_model',
+        'What --mode=export writes: saved_model, tflite (a TFLite file of serving_default, float32) or '
+        'tflite_float16 (its weights stored in float16: half the size).',
+        EXPORT_FORMATS,
+    )
+    serving_version: int = _field(
+        0,
+        '--mode=export: write the SavedModel as version N of a TF Serving model, <base>/<N>/ where <base> is '
+        '--saved_model (default <workdir>/serving); 0: off. An existing version is never replaced.',
+    )
+    model: str = _field(
+        '', 'A .tflite generator (--format=tflite) that --mode=sample uses instead of the SavedModel.'
     )
     # --- robustness (issue 8) ---
     on_nan: str = _field(
@@ -381,7 +401,34 @@ def validate(cfg: Config) -> Config:
     _validate_evaluation(cfg)
     _validate_data_sets(cfg)
     _validate_inside(cfg)
+    _validate_tf_tools(cfg)
     return cfg
+
+
+def _validate_tf_tools(cfg: Config) -> None:
+    _require(
+        cfg.format == 'saved_model' or cfg.mode == 'export',
+        f'--format={cfg.format} applies to --mode=export, not --mode={cfg.mode}.',
+    )
+    _require(
+        not cfg.serving_version or cfg.format == 'saved_model',
+        f'--serving_version={cfg.serving_version} applies to --format=saved_model (TF Serving serves '
+        f'SavedModels), not {cfg.format}.',
+    )
+    _require(
+        not cfg.serving_version or cfg.mode == 'export',
+        f'--serving_version={cfg.serving_version} applies to --mode=export, not --mode={cfg.mode}.',
+    )
+    if cfg.model:
+        _require(
+            cfg.mode == 'sample',
+            f'--model={cfg.model} (a TFLite generator) is read by --mode=sample only; --mode={cfg.mode} '
+            f'takes --saved_model.',
+        )
+        _require(
+            is_url(cfg.model) or os.path.isfile(cfg.model),
+            f'--model={cfg.model} does not exist; write one with --mode=export --format=tflite.',
+        )
 
 
 def _validate_inside(cfg: Config) -> None:
@@ -536,7 +583,7 @@ def _validate_sampling(cfg: Config) -> None:
         0 <= cfg.perturb_scale < 100 and cfg.perturb_scale == cfg.perturb_scale,
         f'--perturb_scale={cfg.perturb_scale} must be a small non-negative number.',
     )
-    if cfg.mode in SAVED_MODEL_MODES:
+    if cfg.mode in SAVED_MODEL_MODES and not cfg.model:
         path = cfg.saved_model or os.path.join(cfg.workdir, 'saved_model')
         if not is_url(path):
             _require(

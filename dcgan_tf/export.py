@@ -7,18 +7,21 @@ code at import time (the checkpoint-to-export path imports the model builders in
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from dcgan_tf import workdir as workdir_lib
 from dcgan_tf.config import MAX_SAMPLES, Config, ConfigError, to_flagfile
 from dcgan_tf.workdir import checkpoints as workdir_checkpoints
 
 EXPORT_DIR = workdir_lib.EXPORT_DIR
+SERVING_DIR = 'serving'  # <workdir>/serving/<version>/: TF Serving's model_base_path layout.
 Z_DISTRIBUTION = 'normal(0, 1)'  # What the Trainer draws z from (tf.random.Generator.normal).
 MAX_INTERP_STEPS = 1024
 # z is drawn from N(0, 1), where |z| > 10 has odds of 1e-23: a far larger value is a broken input, and
@@ -237,6 +240,37 @@ def save(path: str, generator, cfg: Config, step: int, ema_generator=None, flags
 # --- loading ---
 
 
+def check_z(z: np.ndarray, z_dim: int, what: str = 'z') -> np.ndarray:
+    """z as float32 [N, z_dim]; ConfigError for strings, another shape, NaN/Inf or absurd sizes."""
+    z = np.asarray(z)
+    if z.dtype.kind not in 'fiu':
+        raise ConfigError(f'{what} holds {z.dtype} values, not numbers; z vectors are floats.')
+    if z.ndim != 2 or z.shape[1] != z_dim:
+        raise ConfigError(f'{what} has shape {z.shape}, but this generator takes z of shape [N, {z_dim}].')
+    wide = z.astype(np.float64)
+    if not np.isfinite(wide).all():
+        raise ConfigError(f'{what} holds NaN or Inf values; z vectors are finite draws from N(0, 1).')
+    if wide.size and np.abs(wide).max() > MAX_ABS_Z:
+        raise ConfigError(
+            f'{what} holds values up to {np.abs(wide).max():.3g}; z vectors are draws from N(0, 1), '
+            f'accepted within +-{MAX_ABS_Z:g}.'
+        )
+    return z.astype(np.float32)
+
+
+def check_sample_args(num: int, seed: int) -> None:
+    """The `sample` signature's bounds, as one sentence before any graph runs."""
+    if not 0 < num <= MAX_SAMPLES:
+        raise ConfigError(f'num={num} must be between 1 and {MAX_SAMPLES}.')
+    if not 0 <= seed < 2**63:
+        raise ConfigError(f'seed={seed} must be between 0 and 2**63 - 1.')
+
+
+def sample_z(num: int, seed: int, z_dim: int) -> np.ndarray:
+    """The z's the `sample` signature draws for (num, seed), computed outside the SavedModel."""
+    return tf.random.stateless_normal([num, z_dim], seed=tf.constant([seed, 0], tf.int64)).numpy()
+
+
 class LoadedGenerator:
     """A loaded export: numpy in, numpy out; `metadata` holds z_dim, resolution, step, flags, ...
 
@@ -254,25 +288,13 @@ class LoadedGenerator:
         self.z_dim = int(self.metadata['z_dim'])
         # z [N, z_dim] -> float32 images in [-1, 1], differentiable; None in exports made before it.
         self.generate_float = getattr(self.sampler, 'generate_float', None)
+        # What a folder of its samples records: the same run, step and sampler give the same images.
+        text = module.metadata_json.numpy() + sampler.encode()
+        self.fingerprint = hashlib.sha256(text).hexdigest()
 
     def check_z(self, z: np.ndarray, what: str = 'z') -> np.ndarray:
         """z as float32 [N, z_dim]; ConfigError for strings, another shape, NaN/Inf or absurd sizes."""
-        z = np.asarray(z)
-        if z.dtype.kind not in 'fiu':
-            raise ConfigError(f'{what} holds {z.dtype} values, not numbers; z vectors are floats.')
-        if z.ndim != 2 or z.shape[1] != self.z_dim:
-            raise ConfigError(
-                f'{what} has shape {z.shape}, but this generator takes z of shape [N, {self.z_dim}].'
-            )
-        wide = z.astype(np.float64)
-        if not np.isfinite(wide).all():
-            raise ConfigError(f'{what} holds NaN or Inf values; z vectors are finite draws from N(0, 1).')
-        if wide.size and np.abs(wide).max() > MAX_ABS_Z:
-            raise ConfigError(
-                f'{what} holds values up to {np.abs(wide).max():.3g}; z vectors are draws from N(0, 1), '
-                f'accepted within +-{MAX_ABS_Z:g}.'
-            )
-        return z.astype(np.float32)
+        return check_z(z, self.z_dim, what)
 
     def generate(self, z: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """uint8 images [N, H, W, C] for z [N, z_dim], in batches to bound memory."""
@@ -285,10 +307,7 @@ class LoadedGenerator:
 
     def sample(self, num: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """(uint8 images, z) for `num` z's drawn from `seed`; the same seed gives the same images."""
-        if not 0 < num <= MAX_SAMPLES:
-            raise ConfigError(f'num={num} must be between 1 and {MAX_SAMPLES}.')
-        if not 0 <= seed < 2**63:
-            raise ConfigError(f'seed={seed} must be between 0 and 2**63 - 1.')
+        check_sample_args(num, seed)
         out = self.sampler.sample(tf.constant(num, tf.int32), tf.constant(seed, tf.int64))
         return out['images'].numpy(), out['z'].numpy()
 
@@ -373,3 +392,45 @@ def export_from_checkpoint(workdir: str, path: str | None = None) -> str:
     # The run's own config.cfg, not the Config rebuilt from it (which fills in today's defaults).
     flags = workdir_lib.read_config_text(workdir)
     return save(path or workdir_lib.export_path(workdir), generator, cfg, step, ema_generator, flags)
+
+
+def serving_path(cfg: Config) -> str:
+    """`<base>/<--serving_version>`; base: --saved_model, else `<workdir>/serving` (a model_base_path)."""
+    return os.path.join(cfg.saved_model or os.path.join(cfg.workdir, SERVING_DIR), str(cfg.serving_version))
+
+
+def _check_new_version(path: str, version: int) -> None:
+    if not tf.io.gfile.exists(path):
+        return
+    base = os.path.dirname(path)
+    taken = [int(n.rstrip('/')) for n in tf.io.gfile.listdir(base) if n.rstrip('/').isdigit()]
+    raise ConfigError(
+        f'--serving_version={version}: {path} exists already, and TF Serving serves a version as it was '
+        f'written; export as --serving_version={max(taken + [version]) + 1}.'
+    )
+
+
+def run(cfg: Config) -> str:
+    """`--mode=export`: the latest checkpoint of the run in --workdir (its best with --export_best) ->
+    a SavedModel (--saved_model, default `<workdir>/saved_model`), version --serving_version of a TF
+    Serving model, or a TFLite file (--format, written to --out). Returns the path written."""
+    from dcgan_tf import evaluate  # noqa: PLC0415 - the checkpoint paths need the model builders.
+
+    if cfg.format != 'saved_model':
+        from dcgan_tf import tflite  # noqa: PLC0415
+
+        restore = evaluate.restore_best_generators if cfg.export_best else restore_generators
+        run_cfg, generator, ema_generator, step = restore(cfg.workdir)
+        path = cfg.out or tflite.default_path(cfg.workdir, cfg.format)
+        tflite.export_generators(generator, ema_generator, run_cfg.z_dim, path, cfg.format, cfg.sampler)
+        logging.info(
+            'Wrote the step-%d generator as %s (%d bytes).', step, path, tf.io.gfile.stat(path).length
+        )
+        return path
+    path = cfg.saved_model or None
+    if cfg.serving_version:
+        path = serving_path(cfg)
+        _check_new_version(path, cfg.serving_version)
+    if cfg.export_best:
+        return evaluate.export_best(cfg.workdir, path)
+    return export_from_checkpoint(cfg.workdir, path)

@@ -153,14 +153,10 @@ def _main(argv: list[str]) -> None:
             from dcgan_tf import probe
 
             probe.run(cfg, cfg.workdir)
-        elif cfg.mode == 'export' and cfg.export_best:
-            from dcgan_tf import evaluate
-
-            evaluate.export_best(cfg.workdir, cfg.saved_model or None)
         elif cfg.mode == 'export':
             from dcgan_tf import export
 
-            export.export_from_checkpoint(cfg.workdir, cfg.saved_model or None)
+            export.run(cfg)
         elif cfg.mode in ('sample', 'interpolate', 'arithmetic', 'ablate'):
             from dcgan_tf import sampling
 

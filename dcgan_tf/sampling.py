@@ -74,13 +74,22 @@ def perturbed_sum(a: np.ndarray, b: np.ndarray, c: np.ndarray, scale: float, see
 # --- from a SavedModel ---
 
 
+def _sampler(cfg: Config):
+    """The generator --mode=sample draws from: the --model TFLite file, else the SavedModel."""
+    if cfg.model:
+        from dcgan_tf import tflite  # noqa: PLC0415 - only this path needs the TFLite interpreter.
+
+        return tflite.load(cfg.model)
+    return export.load(_saved_model_path(cfg), cfg.sampler)
+
+
 def sample(cfg: Config) -> dict[str, Any]:
     """`--mode=sample`: `--num` images from `--seed` -> a grid PNG, their z's as .npy beside it.
 
     Returns:
       {'images': uint8 [N, H, W, C], 'z': float32 [N, z_dim], 'grid': path, 'z_file': path}.
     """
-    generator = export.load(_saved_model_path(cfg), cfg.sampler)
+    generator = _sampler(cfg)
     pictures, z = generator.sample(cfg.num, cfg.seed)
     out = _out_path(cfg)
     images.save_grid(out, pictures)
