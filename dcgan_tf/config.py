@@ -46,6 +46,9 @@ EVAL_SOURCES = ('generator', 'untrained', 'real')
 SAVED_MODEL_MODES = ('sample', 'interpolate', 'arithmetic', 'explore')
 # Enough for any grid a person looks at; more would be one giant batch in memory.
 MAX_SAMPLES = 4096
+# --mode=sample --out_dir streams PNGs chunk by chunk, so its size is bounded by the disk, not memory;
+# a million (20 times what FID papers draw) keeps the file names at six digits.
+MAX_STREAMED_SAMPLES = 1_000_000
 EXPORT_FORMATS = ('saved_model', 'tflite', 'tflite_float16')
 MAX_SEED = 2**63 - 1  # The SavedModel's seed is an int64.
 
@@ -173,7 +176,9 @@ class Config:
         '--format=tflite*: the .tflite file (default: <workdir>/generator[_float16].tflite).',
     )
     out_dir: str = _field(
-        '', 'Also write one PNG per sample into this folder (sample); where --mode=prepare writes TFRecords.'
+        '',
+        'Also write one PNG per sample into this folder, streamed and resumable, their z in z.npy '
+        '(sample); where --mode=prepare writes TFRecords.',
     )
     num_walks: int = _field(4, 'Latent walks, one grid row each (interpolate).')
     interp_steps: int = _field(8, 'Images per walk, end points included (interpolate).')
@@ -574,9 +579,13 @@ def _validate_sampling(cfg: Config) -> None:
     if cfg.mode not in (*SAVED_MODEL_MODES, 'ablate'):
         return
     _require(0 <= cfg.seed <= MAX_SEED, f'--seed={cfg.seed} must be between 0 and 2**63 - 1.')
-    _require(
-        0 < cfg.num <= MAX_SAMPLES, f'--num={cfg.num} must be between 1 and {MAX_SAMPLES} images per call.'
+    # One call holds its images in memory; --mode=sample --out_dir streams them to files instead.
+    streamed = cfg.mode == 'sample' and cfg.out_dir
+    limit = MAX_STREAMED_SAMPLES if streamed else MAX_SAMPLES
+    more = (
+        f' (up to {MAX_STREAMED_SAMPLES:,} with --out_dir, streamed to files)' if cfg.mode == 'sample' else ''
     )
+    _require(0 < cfg.num <= limit, f'--num={cfg.num} must be between 1 and {limit:,} images{more}.')
     _require(0 < cfg.num_walks <= 256, f'--num_walks={cfg.num_walks} must be between 1 and 256.')
     _require(2 <= cfg.interp_steps <= 1024, f'--interp_steps={cfg.interp_steps} must be between 2 and 1024.')
     _require(

@@ -26,10 +26,12 @@ class Progress:
       total: the run's last step.
       start: the step it resumed from (0 for a fresh run).
       stream: where the bar goes (default stderr); when it is not a terminal, log lines replace the bar.
+      unit: what is counted ('step'; 'image' for a sampler writing files).
     """
 
-    def __init__(self, total: int, start: int, stream: TextIO | None = None):
+    def __init__(self, total: int, start: int, stream: TextIO | None = None, unit: str = 'step'):
         self.total = total
+        self.unit = unit
         self.stream = stream or sys.stderr
         self.is_terminal = bool(getattr(self.stream, 'isatty', lambda: False)())
         self._bar = None
@@ -37,7 +39,7 @@ class Progress:
             from tqdm import tqdm
 
             self._bar = tqdm(
-                total=total, initial=start, unit='step', file=self.stream, dynamic_ncols=True, smoothing=0.1
+                total=total, initial=start, unit=unit, file=self.stream, dynamic_ncols=True, smoothing=0.1
             )
         # The rate for the ETA is measured from the end of the first call, which includes tracing.
         self._since: tuple[int, float] | None = None
@@ -58,10 +60,10 @@ class Progress:
     def line(self, step: int, images_per_second: float, metrics: Mapping[str, float], rate: float) -> str:
         """'step 400/1000 (40%), 512 images/s, ETA 0:01:10, d_loss 1.234, ...': no control codes."""
         eta = _duration((self.total - step) / rate) if rate > 0 else '?'
-        values = ', '.join(f'{k} {v:.4g}' for k, v in metrics.items())
+        values = ''.join(f', {k} {v:.4g}' for k, v in metrics.items())
         return (
-            f'step {step}/{self.total} ({100 * step // max(self.total, 1)}%), {images_per_second:.0f} '
-            f'images/s, ETA {eta}, {values}'
+            f'{self.unit} {step}/{self.total} ({100 * step // max(self.total, 1)}%), {images_per_second:.0f} '
+            f'images/s, ETA {eta}{values}'
         )
 
     def log(

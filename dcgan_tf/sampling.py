@@ -15,8 +15,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from dcgan_tf import export, images
-from dcgan_tf.config import Config, ConfigError, parse_indices
+from dcgan_tf import export, images, sample_folder
+from dcgan_tf.config import MAX_SAMPLES, Config, ConfigError, parse_indices
 
 GRID_CELLS = 9  # The paper's 3x3 arithmetic result: A - B + C in the centre, 8 perturbed copies around it.
 
@@ -84,21 +84,30 @@ def _sampler(cfg: Config):
 
 
 def sample(cfg: Config) -> dict[str, Any]:
-    """`--mode=sample`: `--num` images from `--seed` -> a grid PNG, their z's as .npy beside it.
+    """`--mode=sample`: `--num` images from `--seed` -> a grid PNG, their z's as .npy beside it; with
+    `--out_dir`, also one PNG per sample there, streamed and resumable (sample_folder), and then `--num`
+    may exceed one call's MAX_SAMPLES (no grid is drawn of so many).
 
     Returns:
-      {'images': uint8 [N, H, W, C], 'z': float32 [N, z_dim], 'grid': path, 'z_file': path}.
+      {'images': uint8 [N, H, W, C], 'z': float32 [N, z_dim], 'grid': path, 'z_file': path}; 'images',
+      'z' and 'grid' are None for a folder of more than MAX_SAMPLES.
     """
     generator = _sampler(cfg)
-    pictures, z = generator.sample(cfg.num, cfg.seed)
+    if cfg.out_dir:
+        model = {'generator': generator.fingerprint, 'made_from': cfg.model or _saved_model_path(cfg)}
+        folder = sample_folder.write(
+            generator, cfg.out_dir, cfg.num, cfg.seed, model, keep=cfg.num <= MAX_SAMPLES
+        )
+        if folder['images'] is None:
+            return {'images': None, 'z': None, 'grid': None, 'z_file': folder['z_file']}
+        # The same images and z as the folder's (the first block of its z's is `sample`'s).
+        pictures, z = folder['images'], sample_folder.z_rows(cfg.seed, 0, cfg.num, generator.z_dim)
+    else:
+        pictures, z = generator.sample(cfg.num, cfg.seed)
     out = _out_path(cfg)
     images.save_grid(out, pictures)
     z_file = _beside(out, '.npy')
     _save_npy(z_file, z)
-    if cfg.out_dir:
-        for i, picture in enumerate(pictures):
-            images.save_png(os.path.join(cfg.out_dir, f'sample_{i:04d}.png'), picture)
-        _save_npy(os.path.join(cfg.out_dir, 'z.npy'), z)
     logging.info(
         'Wrote %d samples to %s and their z to %s (row-major: index = row * columns + column).',
         len(pictures),

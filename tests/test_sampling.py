@@ -39,9 +39,11 @@ def test_sample_writes_grid_z_and_singles(run, tmp_path):
     # Two rows of three 16x16 images with 2-pixel padding.
     assert iio.imread(tmp_path / 'sample.png').shape == (2 * 18 + 2, 3 * 18 + 2)
     singles = sorted(os.listdir(tmp_path / 'singles'))
-    assert singles[:2] == ['sample_0000.png', 'sample_0001.png'] and len(singles) == 7
+    # Six digits, so a folder for external metrics (50,000 and more) sorts in z order too.
+    assert singles[:2] == ['sample_000000.png', 'sample_000001.png'] and len(singles) == 8
+    assert singles[-2:] == ['samples.json', 'z.npy']
     np.testing.assert_array_equal(
-        iio.imread(tmp_path / 'singles' / 'sample_0004.png'), result['images'][4, ..., 0]
+        iio.imread(tmp_path / 'singles' / 'sample_000004.png'), result['images'][4, ..., 0]
     )
     # The saved z reproduce the samples: a person can point at one by index.
     loaded = export.load(os.path.join(workdir, 'saved_model'))
