@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from dcgan_tf import data, distribute, evaluate, images, losses, models, safety
+from dcgan_tf import data, distribute, evaluate, hparams, images, losses, models, safety
 from dcgan_tf import export as export_lib
 from dcgan_tf import workdir as workdir_lib
 from dcgan_tf.config import Config, ConfigError, to_flagfile
@@ -455,6 +455,7 @@ def _train_loop(trainer: Trainer, stop: safety.GracefulStop, metrics_log: workdi
     if trainer.is_chief and trainer.restored_from is None:
         with writer.as_default(step=0):
             tf.summary.text('config', '```\n' + to_flagfile(cfg) + '```')
+        hparams.write_session(cfg, trainer.workdir)  # One HParams row per run, not one per resume.
     z_grid = fixed_noise(cfg, cfg.num_grid)
     metrics = {k: keras.metrics.Mean(name=k) for k in METRIC_KEYS}
     step = int(trainer.step)
