@@ -411,6 +411,14 @@ def validate(cfg: Config) -> Config:
 
 
 def _validate_tf_tools(cfg: Config) -> None:
+    # The 2015-12-05 graph that published FIDs use is a TF1 GraphDef (pytorch-fid and clean-fid ship it as
+    # a .pth); Keras' InceptionV3 cannot load either, so say what to use instead of failing inside Keras.
+    _require(
+        os.path.splitext(cfg.inception_weights)[1].lower() not in ('.pb', '.pth', '.pt'),
+        f'--inception_weights={cfg.inception_weights} looks like the FID Inception graph of published '
+        f'FIDs, which --feature_net=inception cannot load (it takes Keras InceptionV3 .h5 weights); for '
+        f'paper-comparable FIDs write a folder with --mode=sample --out_dir and score it with clean-fid.',
+    )
     _require(
         cfg.format == 'saved_model' or cfg.mode == 'export',
         f'--format={cfg.format} applies to --mode=export, not --mode={cfg.mode}.',

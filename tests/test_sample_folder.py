@@ -120,3 +120,12 @@ def test_num_beyond_one_call_needs_out_dir():
         config.validate(cfg)
     with pytest.raises(ConfigError, match='between 1 and 1,000,000'):
         config.validate(cfg.replace(out_dir='d', num=1_000_001))
+
+
+def test_the_fid_inception_graph_is_refused_with_a_pointer(tmp_path):
+    # What pytorch-fid / clean-fid ship, and the TF1 graph published FIDs come from.
+    for name in ('pt_inception-2015-12-05-6726825d.pth', 'classify_image_graph_def.pb'):
+        (tmp_path / name).write_bytes(b'x')
+        cfg = tiny_config(mode='evaluate', feature_net='inception', inception_weights=str(tmp_path / name))
+        with pytest.raises(ConfigError, match='FID Inception graph.*--mode=sample --out_dir.*clean-fid'):
+            config.validate(cfg)
