@@ -59,15 +59,6 @@ def peak_memory_mb() -> float:
     return peak / 2**20 if sys.platform == 'darwin' else peak / 2**10
 
 
-def onednn_enabled() -> bool | None:
-    """Whether TensorFlow runs its CPU ops on oneDNN in this process (None: it cannot say)."""
-    try:
-        from tensorflow.python.util import _pywrap_util_port  # noqa: PLC0415 - no public API says it.
-    except ImportError:
-        return None
-    return bool(_pywrap_util_port.IsMklEnabled())
-
-
 def model_name(cfg: Config) -> str:
     """e.g. 'dcgan-64x64x3 (gf 64, df 64, z 100, kernel 5)'."""
     size = f'{cfg.resolution}x{cfg.resolution}x{cfg.channels}'
@@ -180,7 +171,7 @@ def _report(
         **options,
         'steps_per_window': steps_per_window,
         'warmup_s': round(warmup_s, 2),
-        'onednn': onednn_enabled(),
+        'onednn': distribute.onednn_enabled(),
         'tensorflow': tf.__version__,
         'keras': keras.__version__,
         'device': _device_name(),

@@ -140,3 +140,16 @@ def device_kind() -> str:
     if tf.config.list_logical_devices('TPU'):
         return 'TPU'
     return 'GPU' if tf.config.list_physical_devices('GPU') else 'CPU'
+
+
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs its CPU ops on oneDNN in this process (else on its Eigen kernels).
+
+    TensorFlow decides once, at start-up, from TF_ENABLE_ONEDNN_OPTS or, unset, from the CPU (on Linux:
+    on with AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX); the command line sets it on for every x86 CPU.
+    """
+    try:
+        from tensorflow.python.util import _pywrap_util_port  # noqa: PLC0415 - no public API says it.
+    except ImportError:
+        return False
+    return bool(_pywrap_util_port.IsMklEnabled())
