@@ -113,7 +113,7 @@ class _BaselineStep:
         policy = keras.mixed_precision.global_policy().name
         keras.mixed_precision.set_global_policy('float32')
         # Keras' own BatchNormalization, convolutions and dropout, as the tutorial's code gets.
-        plain = cfg.replace(fused_batch_norm=False, fast_conv='off', fast_layers=False)
+        plain = cfg.replace(fused_batch_norm='false', fast_conv='off', fast_layers='false')
         try:
             self.generator = models.build_generator(plain)
             self.discriminator = models.build_discriminator(plain)
@@ -248,9 +248,9 @@ def bench_step(cfg: Config) -> list[dict[str, Any]]:
             'precision': trainer.generator.dtype_policy.name,
             'jit_compile': trainer.use_jit,
             'steps_per_call': cfg.steps_per_call,
-            'fused_batch_norm': cfg.fused_batch_norm,
+            'fused_batch_norm': models.use_fast_layer(cfg.fused_batch_norm),
             'fast_conv': cfg.fast_conv,
-            'fast_layers': cfg.fast_layers,
+            'fast_layers': models.use_fast_layer(cfg.fast_layers),
             'strategy': type(trainer.strategy).__name__,
             'replicas': trainer.num_replicas,
             'device_kind': distribute.device_kind(),

@@ -9,7 +9,7 @@ import tensorflow as tf
 from conftest import tiny_config
 from test_main import TINY, run_cli
 
-from dcgan_tf import bench, train
+from dcgan_tf import bench, distribute, train
 from dcgan_tf.config import ConfigError, validate
 
 FIELDS = {
@@ -56,7 +56,9 @@ def test_step_and_baseline_reports(capsys):
     # The baseline is the straightforward step whatever ours uses.
     options = ('precision', 'steps_per_call', 'jit_compile', 'fused_batch_norm', 'fast_conv')
     assert [baseline[k] for k in options] == ['float32', 1, False, False, 'off']
-    assert [ours[k] for k in options] == ['float32', 2, False, True, 'auto']
+    # Fused BatchNorm where it measured faster: anywhere but a CPU running TensorFlow's Eigen kernels.
+    fused = not (distribute.device_kind() == 'CPU' and not distribute.onednn_enabled())
+    assert [ours[k] for k in options] == ['float32', 2, False, fused, 'auto']
     assert ours['speedup_vs_baseline'] == pytest.approx(
         ours['images_per_second'] / baseline['images_per_second'], rel=1e-2
     )

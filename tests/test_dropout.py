@@ -61,7 +61,7 @@ def test_seeds_advance_like_keras_and_repeat_from_a_checkpoint():
 
 def test_the_tutorial_discriminator_uses_it_unless_asked_not_to():
     def kinds(fast):
-        cfg = tiny_config(arch='tutorial', resolution=28, fast_layers=fast)
+        cfg = tiny_config(arch='tutorial', resolution=28, fast_layers='true' if fast else 'false')
         return {type(layer) for layer in models.build_discriminator(cfg).layers}
 
     assert dropout.Dropout in kinds(True)

@@ -55,8 +55,8 @@ def test_bfloat16_inputs_keep_the_compute_dtype():
 @pytest.mark.parametrize('arch', ['dcgan', 'tutorial'])
 def test_checkpoints_are_interchangeable(tmp_path, arch):
     extra = dict(arch='tutorial', resolution=28) if arch == 'tutorial' else {}
-    fused = models.build_generator(tiny_config(fused_batch_norm=True, **extra))
-    plain = models.build_generator(tiny_config(fused_batch_norm=False, seed=1, **extra))
+    fused = models.build_generator(tiny_config(fused_batch_norm='true', **extra))
+    plain = models.build_generator(tiny_config(fused_batch_norm='false', seed=1, **extra))
     assert any(isinstance(layer, FusedBatchNormalization) for layer in fused.layers)
     assert not any(isinstance(layer, FusedBatchNormalization) for layer in plain.layers)
     path = tf.train.Checkpoint(generator=fused).write(str(tmp_path / 'ckpt'))
