@@ -6,7 +6,7 @@ import platform
 
 import pytest
 import tensorflow as tf
-from conftest import tiny_config
+from conftest import requires_bfloat16, tiny_config
 from test_main import TINY, run_cli
 
 from dcgan_tf import bench, distribute, train
@@ -64,6 +64,7 @@ def test_step_and_baseline_reports(capsys):
     )
 
 
+@requires_bfloat16
 def test_whole_calls_and_precision_reported(capsys):
     # 3 steps per window do not divide into calls of 2: the window is rounded down to whole calls.
     (report,) = bench.run(_bench_cfg(bench_steps=3, steps_per_call=2, precision='mixed_bfloat16'))

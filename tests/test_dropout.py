@@ -4,13 +4,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_config
+from conftest import requires_bfloat16, tiny_config
 
 from dcgan_tf import dropout, models
 
 
 @pytest.mark.parametrize('rate', [0.3, 0.5, 0.9])
-@pytest.mark.parametrize('dtype', ['float32', 'mixed_bfloat16'])
+@pytest.mark.parametrize('dtype', ['float32', pytest.param('mixed_bfloat16', marks=requires_bfloat16)])
 def test_keeps_units_with_probability_one_minus_rate_and_rescales(rate, dtype):
     layer = dropout.Dropout(rate, seed=3, dtype=dtype)
     x = tf.ones([64, 32, 32, 4])  # 262,144 units: the kept fraction's standard deviation is < 0.001.

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_config
+from conftest import requires_bfloat16, tiny_config
 
 from dcgan_tf import config, distribute, fast_conv, models
 
@@ -126,20 +126,8 @@ def test_whole_models_get_the_same_gradients_and_checkpoints(tmp_path):
     tf.train.Checkpoint(generator=nets[0]).read(path).assert_consumed()
 
 
-def _bfloat16_convolutions() -> bool:
-    # oneDNN limited below AVX512 (ONEDNN_MAX_CPU_ISA=AVX2 on a bigger CPU) has no bfloat16 convolution.
-    try:
-        tf.nn.conv2d(
-            tf.ones([1, 4, 4, 2], tf.bfloat16), tf.ones([3, 3, 2, 2], tf.bfloat16), 1, 'SAME'
-        ).numpy()
-    except tf.errors.OpError:
-        return False
-    return True
-
-
+@requires_bfloat16
 def test_bfloat16_training_uses_the_forward_gradient_and_stays_close(monkeypatch):
-    if not _bfloat16_convolutions():
-        pytest.skip('TensorFlow on this CPU (as oneDNN sees it) has no bfloat16 convolution')
     monkeypatch.setattr(fast_conv, 'onednn_cpu', lambda: True)  # Where `auto` uses the rewrite.
     calls = []
     original = fast_conv.filter_gradient

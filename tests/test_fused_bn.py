@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_config
+from conftest import requires_bfloat16, tiny_config
 
 from dcgan_tf import models
 from dcgan_tf.fused_bn import FusedBatchNormalization
@@ -42,6 +42,7 @@ def test_training_step_matches_keras(shape):
     np.testing.assert_allclose(plain(x, training=False), fused(x, training=False), atol=1e-5)
 
 
+@requires_bfloat16
 def test_bfloat16_inputs_keep_the_compute_dtype():
     layer = FusedBatchNormalization(dtype='mixed_bfloat16')
     x = tf.random.stateless_normal([4, 3, 3, 8], seed=[1, 2])

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import requires_bfloat16, tiny_config
 from keras import layers
 
 from dcgan_tf import leaky_relu, models
@@ -116,6 +116,7 @@ def test_tutorial_pair():
     assert generator.get_layer('project').count_params() == 1_254_400
 
 
+@requires_bfloat16
 def test_mixed_precision_outputs_stay_float32():
     keras.mixed_precision.set_global_policy('mixed_bfloat16')
     try:
