@@ -150,7 +150,15 @@ def device_kind() -> str:
 
 
 # oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) below which it has no bfloat16 kernels.
-_ISA_WITHOUT_BFLOAT16 = ('SSE41', 'AVX', 'AVX2', 'AVX2_VNNI', 'AVX2_VNNI_2', 'AVX512_CORE', 'AVX512_CORE_VNNI')
+_ISA_WITHOUT_BFLOAT16 = (
+    'SSE41',
+    'AVX',
+    'AVX2',
+    'AVX2_VNNI',
+    'AVX2_VNNI_2',
+    'AVX512_CORE',
+    'AVX512_CORE_VNNI',
+)
 
 
 def cpu_has_bfloat16() -> bool:
