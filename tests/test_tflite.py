@@ -3,6 +3,7 @@ weights), samples from the CLI, is written from a checkpoint by --mode=export, a
 not TFLite generators."""
 
 import os
+import sys
 
 import keras
 import numpy as np
@@ -113,3 +114,16 @@ def test_files_that_are_not_tflite_generators(exported, tmp_path):
         tflite.load(str(tmp_path / 'other.tflite'))
     with pytest.raises(ConfigError, match='shape'):
         tflite.load(files['tflite']).generate(np.zeros((2, 15), np.float32))
+
+
+def test_without_litert_tf_lite_interpreter_runs_the_same_file(exported, monkeypatch):
+    pytest.importorskip('ai_edge_litert', reason='LiteRT is not installed: every test here used the fallback')
+    _, files, _ = exported
+    z = _z(5, seed=2)
+    with_litert = tflite.load(files['tflite']).generate(z)
+    monkeypatch.setitem(sys.modules, 'ai_edge_litert.interpreter', None)  # Its import now fails.
+    fallback = tflite.load(files['tflite'])
+    assert not type(fallback._runner).__module__.startswith('ai_edge_litert')
+    np.testing.assert_array_equal(fallback.generate(z), with_litert)
+    with pytest.raises(ConfigError, match='is not a TFLite file'):
+        tflite.load(__file__)
