@@ -218,6 +218,11 @@ class Config:
     bench_baseline: bool = _field(
         False, 'Also time the straightforward tutorial-style step, interleaved with ours (--mode=bench).'
     )
+    bench_xla_baseline: bool = _field(
+        False,
+        'Also time the straightforward step compiled with XLA on in-memory batches, interleaved with ours '
+        '(--mode=bench); the fair reference on GPUs.',
+    )
     bench_warmup_steps: int = _field(4, 'Untimed steps first: tracing and warm caches (--mode=bench).')
     bench_steps: int = _field(10, 'Steps per timed window (--mode=bench).')
     bench_windows: int = _field(5, 'Timed windows; the median is reported (--mode=bench).')
