@@ -162,6 +162,7 @@ class Trainer:
         self._train_fn = self._train_steps if cfg.run_eagerly else tf.function(self._train_steps)
         self._iterator = None
         self.stopped_by: str | None = None  # The signal that ended train_and_evaluate early, if any.
+        self._agree_fn = None
         self.evaluator = None  # The periodic evaluator of train_and_evaluate (--eval_every), if any.
 
     # --- state ---
@@ -317,6 +318,27 @@ class Trainer:
         """Runs `num_steps` steps; returns their mean metrics as Python floats."""
         result = self._train_fn(self.iterator(), tf.constant(num_steps, tf.int32))
         return {k: float(v) for k, v in result.items()}
+
+    def agree_to_stop(self, requested: bool) -> bool:
+        """Whether any worker of the job asks to stop now (this one's answer where it trains alone).
+
+        A signal reaches one worker of a multi-worker job (a preempted VM, a killed process); were it to
+        stop alone, the others would wait forever in their next collective. So every worker shares its
+        answer after each call, in one all-reduce, and all of them checkpoint the same step and stop.
+        """
+        if not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return requested
+        if self._agree_fn is None:
+            self._agree_fn = tf.function(self._any_worker)
+        return bool(self._agree_fn(tf.constant(float(requested))) > 0)
+
+    def _any_worker(self, requested: tf.Tensor) -> tf.Tensor:
+        # The step counter's device: the all-reduce returns each value to its tensor's device, and a
+        # one-device-per-host MultiWorkerMirroredStrategy leaves an unplaced constant without one.
+        with tf.device(self.step.device):
+            flag = tf.identity(requested)
+        per_replica = self.strategy.run(tf.identity, args=(flag,))
+        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
     def generate(self, z: tf.Tensor) -> np.ndarray:
         """Images in [-1, 1] for z, with BatchNorm in inference mode (moving statistics)."""
@@ -517,15 +539,17 @@ def _train_loop(trainer: Trainer, stop: safety.GracefulStop, metrics_log: workdi
                 _write_sample_grid(trainer, z_grid, writer)
                 if real_grid is not None and len(real_grid) > 1:
                     was_diverse = _check_diversity(trainer, z_grid, real_grid, writer, step, was_diverse)
-            stopping = stop.requested  # Read once: a signal arriving later is handled after the next call.
+            # Read once, and agreed among workers: a signal arriving later is handled after the next call.
+            stopping = trainer.agree_to_stop(stop.requested)
             if step % cfg.checkpoint_every == 0 or last or stopping:
                 trainer.save()
             if evaluator is not None and (step % cfg.eval_every == 0 or last) and not stopping:
                 evaluator(step)
             if stopping:
+                trainer.stopped_by = stop.signal_name or 'a stop signal to another worker'
                 logging.info(
                     'Stopped by %s at step %d with a checkpoint; the same command resumes from here.',
-                    stop.signal_name,
+                    trainer.stopped_by,
                     step,
                 )
                 break
@@ -568,14 +592,17 @@ def train_and_evaluate(
     the run with a checkpoint, or at once during start-up (safety.GracefulStop).
     """
     strategy = strategy or distribute.create_strategy(cfg)
+    # A worker of a multi-worker job that left during start-up would leave the others waiting in the
+    # first collective; it stays, and the job stops together after its first call.
+    alone = not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     with workdir_lock.RunLock(workdir, enabled=distribute.is_chief(strategy)) as lock:
-        with safety.GracefulStop(interrupt_start_up=True, cleanup=lock.release) as stop:
+        with safety.GracefulStop(interrupt_start_up=alone, cleanup=lock.release) as stop:
             trainer = _start_up(cfg, workdir, strategy, source)
             metrics_log = workdir_lib.MetricsLog(
                 workdir, resume_step=int(trainer.step), write=trainer.is_chief
             )
             _train_loop(trainer, stop, metrics_log)
-        trainer.stopped_by = stop.signal_name  # None when the run reached its last step.
+        trainer.stopped_by = trainer.stopped_by or stop.signal_name  # None when the run reached its end.
         _finish(trainer, metrics_log)
     return trainer
 
