@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from dcgan_tf import data, distribute, evaluate, images, losses, models, safety
+from dcgan_tf import data, distribute, evaluate, images, losses, models, replica_xla, safety
 from dcgan_tf import export as export_lib
 from dcgan_tf import workdir as workdir_lib
 from dcgan_tf.config import Config, ConfigError, to_flagfile
@@ -153,10 +153,27 @@ class Trainer:
             self.checkpoint, checkpoint_dir, max_to_keep=cfg.keep_checkpoints, step_counter=self.step
         )
         self.use_jit = distribute.use_jit(cfg, self.strategy)
+        compile_here = self.use_jit and not (
+            cfg.run_eagerly or isinstance(self.strategy, tf.distribute.TPUStrategy)
+        )
+        several = self.num_replicas > 1
         self._replica_step_fn = (
-            self._replica_step
-            if cfg.run_eagerly or not self.use_jit or isinstance(self.strategy, tf.distribute.TPUStrategy)
-            else tf.function(self._replica_step, jit_compile=True)
+            tf.function(self._replica_step, jit_compile=True)
+            if compile_here and not several
+            else self._replica_step
+        )
+        # Several replicas: XLA compiles each replica's gradients, and the updates stay outside.
+        self._compiled_updates = (
+            replica_xla.CompiledReplicaStep(
+                self.generator,
+                self.discriminator,
+                self.d_optimizer,
+                self.g_optimizer,
+                cfg.batch_size,
+                alternating=cfg.update == 'alternating',
+            )
+            if compile_here and several
+            else None
         )
         # Graph mode is decided once, here (STYLE rule 10), not by rebinding methods later.
         self._train_fn = self._train_steps if cfg.run_eagerly else tf.function(self._train_steps)
@@ -229,14 +246,34 @@ class Trainer:
         """One D and one G update on this replica's slice of the global batch."""
         global_batch = self.cfg.batch_size
         context = tf.distribute.get_replica_context()
+        z = self._replica_noise(seed)
+        updates = self._updates if self._compiled_updates is None else self._compiled_updates
+        d_loss, g_loss, real_logits, fake_logits = updates(real, z)
+        if context.num_replicas_in_sync > 1 and not self.cfg.sync_bn:
+            _average_moving_statistics(context, self.generator, self.discriminator)
+        # Divided by the global batch, so the SUM over replicas is the global mean.
+        return {
+            'd_loss': d_loss,
+            'g_loss': g_loss,
+            'd_real': tf.reduce_sum(tf.sigmoid(tf.cast(real_logits, tf.float32))) / global_batch,
+            'd_fake': tf.reduce_sum(tf.sigmoid(tf.cast(fake_logits, tf.float32))) / global_batch,
+        }
+
+    def _replica_noise(self, seed: tf.Tensor) -> tf.Tensor:
+        """This replica's rows of the step's z."""
+        context = tf.distribute.get_replica_context()
         # Every replica draws the step's whole z from one seed and keeps row block `replica_id`:
         # no two replicas share noise, and the global batch's z does not depend on the replica
         # count, just as replica r's images are slice r of the global batch (the data pipeline
         # deals consecutive per-replica batches in order). Drawing B x z_dim normals is negligible.
-        all_z = tf.random.stateless_normal([global_batch, self.cfg.z_dim], seed=seed)
-        z = tf.reshape(all_z, [context.num_replicas_in_sync, -1, self.cfg.z_dim])[
+        all_z = tf.random.stateless_normal([self.cfg.batch_size, self.cfg.z_dim], seed=seed)
+        return tf.reshape(all_z, [context.num_replicas_in_sync, -1, self.cfg.z_dim])[
             context.replica_id_in_sync_group
         ]
+
+    def _updates(self, real: tf.Tensor, z: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Both updates on this replica; returns (d_loss, g_loss, real_logits, fake_logits)."""
+        global_batch = self.cfg.batch_size
         alternating = self.cfg.update == 'alternating'
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             fake = self.generator(z, training=True)
@@ -266,15 +303,7 @@ class Trainer:
             # Both gradients come from the same forward pass (the tutorial's simultaneous update).
             self.d_optimizer.apply(d_tape.gradient(d_loss_scaled, d_vars), d_vars)
         self.g_optimizer.apply(g_tape.gradient(g_loss_scaled, g_vars), g_vars)
-        if context.num_replicas_in_sync > 1 and not self.cfg.sync_bn:
-            _average_moving_statistics(context, self.generator, self.discriminator)
-        # Divided by the global batch, so the SUM over replicas is the global mean.
-        return {
-            'd_loss': d_loss,
-            'g_loss': g_loss,
-            'd_real': tf.reduce_sum(tf.sigmoid(tf.cast(real_logits, tf.float32))) / global_batch,
-            'd_fake': tf.reduce_sum(tf.sigmoid(tf.cast(fake_logits, tf.float32))) / global_batch,
-        }
+        return d_loss, g_loss, real_logits, fake_logits
 
     @staticmethod
     def _scale(optimizer: keras.optimizers.Optimizer, loss: tf.Tensor) -> tf.Tensor:

@@ -14,7 +14,10 @@ from dcgan_tf import train, workdir
 def deterministic():
     tf.config.experimental.enable_op_determinism()
     yield
-    # There is no public way to switch it off again; it only costs speed in later tests.
+    # No public API switches it off; left on, unseeded random ops in later tests would fail.
+    from tensorflow.python.framework import config as tf_config  # noqa: PLC0415
+
+    tf_config.disable_op_determinism()
 
 
 def _weights(trainer):
