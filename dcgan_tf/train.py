@@ -24,7 +24,9 @@ from dcgan_tf.progress import Progress
 from dcgan_tf.workdir import checkpoints as workdir_checkpoints
 from dcgan_tf.workdir import lock as workdir_lock
 
-METRIC_KEYS = ('d_loss', 'g_loss', 'd_real', 'd_fake')
+# d_real/d_fake: D's mean probability on real and fake images; d_acc_*: the share it classifies right
+# (logit sign), which people read more easily than a loss.
+METRIC_KEYS = ('d_loss', 'g_loss', 'd_real', 'd_fake', 'd_acc_real', 'd_acc_fake')
 
 
 def _build_optimizer(
@@ -257,6 +259,8 @@ class Trainer:
             'g_loss': g_loss,
             'd_real': tf.reduce_sum(tf.sigmoid(tf.cast(real_logits, tf.float32))) / global_batch,
             'd_fake': tf.reduce_sum(tf.sigmoid(tf.cast(fake_logits, tf.float32))) / global_batch,
+            'd_acc_real': tf.reduce_sum(tf.cast(real_logits > 0, tf.float32)) / global_batch,
+            'd_acc_fake': tf.reduce_sum(tf.cast(fake_logits < 0, tf.float32)) / global_batch,
         }
 
     def _replica_noise(self, seed: tf.Tensor) -> tf.Tensor:

@@ -55,6 +55,10 @@ def test_loss_moves_and_d_learns(tmp_path):
     # D starts at chance (D(x) ~ D(G(z)) ~ 0.5) and learns to tell real from fake.
     assert history[0]['d_loss'] > history[-1]['d_loss']
     assert history[-1]['d_real'] > history[-1]['d_fake']
+    # D's accuracy (logit sign) is a share of each log window's images, and better than chance by then.
+    for h in history:
+        assert 0.0 <= h['d_acc_real'] <= 1.0 and 0.0 <= h['d_acc_fake'] <= 1.0
+    assert history[-1]['d_acc_real'] + history[-1]['d_acc_fake'] > 1.0
 
 
 def test_workdir_outputs(tmp_path):
@@ -79,6 +83,8 @@ def test_workdir_outputs(tmp_path):
         'train/g_loss',
         'train/d_real',
         'train/d_fake',
+        'train/d_acc_real',
+        'train/d_acc_fake',
         'train/images_per_second',
         'samples/fixed_z',
     } <= tags
