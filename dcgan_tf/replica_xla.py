@@ -15,7 +15,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-from dcgan_tf import losses
+from dcgan_tf import augment, losses
 
 
 def _values(variables: list) -> list[tf.Tensor]:
@@ -36,13 +36,14 @@ def _loss_scale(optimizer: keras.optimizers.Optimizer) -> tf.Tensor:
 
 
 class CompiledReplicaStep:
-    """Callable(real, z) -> metrics: one D and one G update on this replica, its gradients compiled.
+    """Callable(real, z, aug_seed) -> losses and logits: one D and one G update on this replica.
 
     Args:
       generator, discriminator: the trainer's models (built in the strategy's scope).
       d_optimizer, g_optimizer: their optimizers; `apply` all-reduces the gradients over replicas.
       global_batch: the global batch size, which each replica's loss is divided by.
       alternating: the paper's update (D first, then G scored by the updated D) instead of both at once.
+      augment: (images, seed) -> what D sees of them (the identity without augmentation).
     """
 
     def __init__(
@@ -53,11 +54,13 @@ class CompiledReplicaStep:
         g_optimizer: keras.optimizers.Optimizer,
         global_batch: int,
         alternating: bool,
+        augment: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
     ):
         self.generator, self.discriminator = generator, discriminator
         self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
         self.global_batch = global_batch
         self.alternating = alternating
+        self.augment = augment
         compiled = lambda fn: tf.function(fn, jit_compile=True, reduce_retracing=True)  # noqa: E731
         self._both_grads: Callable = compiled(self._both_gradients)
         self._d_grads: Callable = compiled(self._d_gradients)
@@ -66,20 +69,23 @@ class CompiledReplicaStep:
     def _average(self, per_example: tf.Tensor) -> tf.Tensor:
         return tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch)
 
-    def _forward(self, g_tv, g_ntv, d_tv, d_ntv, real, z, fake_for_d=None):
+    def _d_call(self, d_tv, d_ntv, images, seed):
+        return self.discriminator.stateless_call(d_tv, d_ntv, self.augment(images, seed), training=True)
+
+    def _forward(self, g_tv, g_ntv, d_tv, d_ntv, real, z, seeds, fake_for_d=None):
         fake, g_ntv = self.generator.stateless_call(g_tv, g_ntv, z, training=True)
         # Separate D calls for real and fake, as in the uncompiled step.
-        real_logits, d_ntv = self.discriminator.stateless_call(d_tv, d_ntv, real, training=True)
-        d_input = fake if fake_for_d is None else fake_for_d(fake)
-        fake_logits, d_ntv = self.discriminator.stateless_call(d_tv, d_ntv, d_input, training=True)
+        real_logits, d_ntv = self._d_call(d_tv, d_ntv, real, seeds[0])
+        fake_in = fake if fake_for_d is None else fake_for_d(fake)
+        fake_logits, d_ntv = self._d_call(d_tv, d_ntv, fake_in, seeds[1])
         d_loss = self._average(losses.discriminator_loss(real_logits, fake_logits))
-        return fake, real_logits, fake_logits, d_loss, g_ntv, d_ntv
+        return real_logits, fake_logits, d_loss, g_ntv, d_ntv
 
-    def _both_gradients(self, g_tv, g_ntv, d_tv, d_ntv, real, z, d_scale, g_scale):
+    def _both_gradients(self, g_tv, g_ntv, d_tv, d_ntv, real, z, seeds, d_scale, g_scale):
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(g_tv + d_tv)
-            _, real_logits, fake_logits, d_loss, g_ntv, d_ntv = self._forward(
-                g_tv, g_ntv, d_tv, d_ntv, real, z
+            real_logits, fake_logits, d_loss, g_ntv, d_ntv = self._forward(
+                g_tv, g_ntv, d_tv, d_ntv, real, z, seeds
             )
             g_loss = self._average(losses.generator_loss(fake_logits))
             d_scaled, g_scaled = d_loss * d_scale, g_loss * g_scale
@@ -87,43 +93,48 @@ class CompiledReplicaStep:
         g_grads = tape.gradient(g_scaled, g_tv)
         return d_grads, g_grads, g_ntv, d_ntv, d_loss, g_loss, real_logits, fake_logits
 
-    def _d_gradients(self, g_tv, g_ntv, d_tv, d_ntv, real, z, d_scale):
+    def _d_gradients(self, g_tv, g_ntv, d_tv, d_ntv, real, z, seeds, d_scale):
         with tf.GradientTape() as tape:
             tape.watch(d_tv)
-            _, real_logits, fake_logits, d_loss, g_ntv, d_ntv = self._forward(
-                g_tv, g_ntv, d_tv, d_ntv, real, z, fake_for_d=tf.stop_gradient
+            real_logits, fake_logits, d_loss, g_ntv, d_ntv = self._forward(
+                g_tv, g_ntv, d_tv, d_ntv, real, z, seeds, fake_for_d=tf.stop_gradient
             )
             d_scaled = d_loss * d_scale
         return tape.gradient(d_scaled, d_tv), g_ntv, d_ntv, d_loss, real_logits, fake_logits
 
-    def _g_gradients(self, g_tv, g_ntv, d_tv, d_ntv, z, g_scale):
+    def _g_gradients(self, g_tv, g_ntv, d_tv, d_ntv, z, seed, g_scale):
         # G's forward pass again (the first one's graph stayed in the other compiled function); its
         # BatchNorm statistics are the first pass's, so they advance once per step.
         with tf.GradientTape() as tape:
             tape.watch(g_tv)
             fake, _ = self.generator.stateless_call(g_tv, g_ntv, z, training=True)
-            g_logits, d_ntv = self.discriminator.stateless_call(d_tv, d_ntv, fake, training=True)
+            g_logits, d_ntv = self._d_call(d_tv, d_ntv, fake, seed)
             g_loss = self._average(losses.generator_loss(g_logits))
             g_scaled = g_loss * g_scale
         return tape.gradient(g_scaled, g_tv), d_ntv, g_loss
 
-    def __call__(self, real: tf.Tensor, z: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    def __call__(
+        self, real: tf.Tensor, z: tf.Tensor, aug_seed: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         """Returns (d_loss, g_loss, real_logits, fake_logits) of this replica, after both updates."""
+        seeds = tf.random.experimental.stateless_split(
+            aug_seed, 3, alg=augment.ALG
+        )  # As the uncompiled step splits it.
         g, d = self.generator, self.discriminator
         g_tv, g_ntv = _values(g.trainable_variables), _values(g.non_trainable_variables)
         d_tv, d_ntv = _values(d.trainable_variables), _values(d.non_trainable_variables)
         d_scale, g_scale = _loss_scale(self.d_optimizer), _loss_scale(self.g_optimizer)
         if self.alternating:
-            d_grads, g_ntv, d_ntv, d_loss, real_logits, fake_logits = self._d_grads(
-                g_tv, g_ntv, d_tv, d_ntv, real, z, d_scale
+            d_grads, new_g_ntv, d_ntv, d_loss, real_logits, fake_logits = self._d_grads(
+                g_tv, g_ntv, d_tv, d_ntv, real, z, seeds[:2], d_scale
             )
             self.d_optimizer.apply(d_grads, d.trainable_variables)
-            g_grads, d_ntv, g_loss = self._g_grads(
-                g_tv, _values(g.non_trainable_variables), _values(d.trainable_variables), d_ntv, z, g_scale
-            )
+            d_tv = _values(d.trainable_variables)
+            g_grads, d_ntv, g_loss = self._g_grads(g_tv, g_ntv, d_tv, d_ntv, z, seeds[2], g_scale)
+            g_ntv = new_g_ntv
         else:
             d_grads, g_grads, g_ntv, d_ntv, d_loss, g_loss, real_logits, fake_logits = self._both_grads(
-                g_tv, g_ntv, d_tv, d_ntv, real, z, d_scale, g_scale
+                g_tv, g_ntv, d_tv, d_ntv, real, z, seeds[:2], d_scale, g_scale
             )
             self.d_optimizer.apply(d_grads, d.trainable_variables)
         self.g_optimizer.apply(g_grads, g.trainable_variables)

@@ -8,6 +8,7 @@ happens between calls, in `train_and_evaluate`.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -16,10 +17,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from dcgan_tf import augment as augment_lib
 from dcgan_tf import data, distribute, evaluate, images, losses, models, replica_xla, safety
 from dcgan_tf import export as export_lib
 from dcgan_tf import workdir as workdir_lib
-from dcgan_tf.config import Config, ConfigError, to_flagfile
+from dcgan_tf.config import Config, ConfigError, parse_augment_policy, to_flagfile
 from dcgan_tf.progress import Progress
 from dcgan_tf.workdir import checkpoints as workdir_checkpoints
 from dcgan_tf.workdir import lock as workdir_lock
@@ -27,6 +29,11 @@ from dcgan_tf.workdir import lock as workdir_lock
 # d_real/d_fake: D's mean probability on real and fake images; d_acc_*: the share it classifies right
 # (logit sign), which people read more easily than a loss.
 METRIC_KEYS = ('d_loss', 'g_loss', 'd_real', 'd_fake', 'd_acc_real', 'd_acc_fake')
+
+
+def _unchanged(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    del seed
+    return images
 
 
 def _build_optimizer(
@@ -154,6 +161,8 @@ class Trainer:
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, checkpoint_dir, max_to_keep=cfg.keep_checkpoints, step_counter=self.step
         )
+        policy = parse_augment_policy(cfg.augment_policy) if cfg.augment == 'diffaugment' else ()
+        self.augment = functools.partial(augment_lib.diff_augment, policy=policy) if policy else _unchanged
         self.use_jit = distribute.use_jit(cfg, self.strategy)
         compile_here = self.use_jit and not (
             cfg.run_eagerly or isinstance(self.strategy, tf.distribute.TPUStrategy)
@@ -173,6 +182,7 @@ class Trainer:
                 self.g_optimizer,
                 cfg.batch_size,
                 alternating=cfg.update == 'alternating',
+                augment=self.augment,
             )
             if compile_here and several
             else None
@@ -250,7 +260,11 @@ class Trainer:
         context = tf.distribute.get_replica_context()
         z = self._replica_noise(seed)
         updates = self._updates if self._compiled_updates is None else self._compiled_updates
-        d_loss, g_loss, real_logits, fake_logits = updates(real, z)
+        # The augmentations' seed: the step's, folded with the replica's index (each has its own images).
+        aug_seed = tf.random.experimental.stateless_fold_in(
+            seed, context.replica_id_in_sync_group, alg=augment_lib.ALG
+        )
+        d_loss, g_loss, real_logits, fake_logits = updates(real, z, aug_seed)
         if context.num_replicas_in_sync > 1 and not self.cfg.sync_bn:
             _average_moving_statistics(context, self.generator, self.discriminator)
         # Divided by the global batch, so the SUM over replicas is the global mean.
@@ -275,17 +289,22 @@ class Trainer:
             context.replica_id_in_sync_group
         ]
 
-    def _updates(self, real: tf.Tensor, z: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    def _updates(
+        self, real: tf.Tensor, z: tf.Tensor, aug_seed: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         """Both updates on this replica; returns (d_loss, g_loss, real_logits, fake_logits)."""
+        augment_seeds = tf.random.experimental.stateless_split(aug_seed, 3, alg=augment_lib.ALG)
+        d_input = self.augment  # Every image D sees, real or fake, by its own seed.
         global_batch = self.cfg.batch_size
         alternating = self.cfg.update == 'alternating'
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             fake = self.generator(z, training=True)
             # Separate D calls for real and fake: each BatchNorm call sees one kind only,
             # as in the paper's code (mixing them lets D tell them apart by batch statistics).
-            real_logits = self.discriminator(real, training=True)
+            real_logits = self.discriminator(d_input(real, augment_seeds[0]), training=True)
             # Alternating: D's tape need not reach into G (its gradient comes from a second D call).
-            fake_logits = self.discriminator(tf.stop_gradient(fake) if alternating else fake, training=True)
+            d_fake = tf.stop_gradient(fake) if alternating else fake
+            fake_logits = self.discriminator(d_input(d_fake, augment_seeds[1]), training=True)
             d_loss = tf.nn.compute_average_loss(
                 losses.discriminator_loss(real_logits, fake_logits), global_batch_size=global_batch
             )
@@ -295,7 +314,7 @@ class Trainer:
                 # The paper's Algorithm 1 (and pytorch/examples): D steps first, then G is scored by the
                 # updated D on the same fakes; one more D forward pass per step.
                 self.d_optimizer.apply(d_tape.gradient(d_loss_scaled, d_vars), d_vars)
-                g_logits = self.discriminator(fake, training=True)
+                g_logits = self.discriminator(d_input(fake, augment_seeds[2]), training=True)
             else:
                 g_logits = fake_logits
             g_loss = tf.nn.compute_average_loss(
