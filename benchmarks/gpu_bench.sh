@@ -13,3 +13,7 @@ bench $b64 --precision=mixed_float16 --jit_compile=true --steps_per_call=10
 bench $b64 --precision=mixed_bfloat16 --jit_compile=true --batch_size=1024 --steps_per_call=10
 bench $b64 --precision=mixed_float16 --jit_compile=true --batch_size=1024 --steps_per_call=10
 bench --flagfile=configs/bench_mnist.cfg --precision=auto --jit_compile=true --steps_per_call=10 --bench_baseline
+# Default flags against the XLA-compiled straightforward step, at both batch sizes, in one process each.
+bench $b64 --bench_baseline --bench_xla_baseline
+bench $b64 --bench_xla_baseline --batch_size=1024
+bench $b64 --strategy=mirrored --devices=GPU:0  # per-replica XLA on one GPU, to compare with one_device above

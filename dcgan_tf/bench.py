@@ -3,11 +3,13 @@
 Training runs on in-memory data; tracing and compiling happen in a warm-up that is not timed; then several
 timed windows, reported by their median. With `--bench_baseline` the tutorial-style step (one `tf.function`
 step per call, two tapes, float32, no XLA, no prefetch) runs on the same model in windows interleaved with
-ours, so a speed-up is a ratio measured in one run on one (possibly busy) machine.
+ours, so a speed-up is a ratio measured in one run on one (possibly busy) machine; `--bench_xla_baseline`
+adds that step compiled with XLA on in-memory batches, the fair reference on GPUs.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -24,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dcgan_tf import data, distribute, losses, models, train
+from dcgan_tf import data, distribute, losses, models, summary, train
 from dcgan_tf.config import Config
 
 # In-memory images per benchmark: enough for several distinct batches, small enough for any host.
@@ -74,6 +76,23 @@ def _in_memory_source(cfg: Config) -> data.Source:
     return data.Source(name='in-memory random', images=rng.integers(0, 256, shape, dtype=np.uint8))
 
 
+def _whole_batches(images: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    count = max(1, len(images) // batch_size)
+    return [images[i * batch_size : (i + 1) * batch_size] for i in range(count)]
+
+
+def train_flops_per_image(cfg: Config) -> int:
+    """Floating-point operations one training step spends per image (multiply-adds count 2).
+
+    G runs forward once and D twice (real and fake); the backward pass of each costs about twice its
+    forward (gradients for the inputs and for the weights), so a step is about 3x the forward work.
+    """
+    described = summary.summarize(cfg)
+    forward_g = sum(r.flops for r in described['generator'])
+    forward_d = sum(r.flops for r in described['discriminator'])
+    return 3 * (forward_g + 2 * forward_d)
+
+
 def _timed_windows(run_window: Callable[[], None], num_windows: int) -> list[float]:
     seconds = []
     for _ in range(num_windows):
@@ -104,11 +123,13 @@ class _OurStep:
 class _BaselineStep:
     """The TF DCGAN tutorial's loop on the same model: what most TensorFlow DCGANs copy.
 
-    One `tf.function` step per Python call, two tapes, Keras defaults (float32, no XLA), a dataset of
-    float32 images shuffled and batched without prefetch, noise drawn with `tf.random.normal`.
+    One `tf.function` step per Python call, two tapes, Keras defaults (float32), noise drawn with
+    `tf.random.normal`. Without XLA it reads a dataset of float32 images shuffled and batched without
+    prefetch; with `jit_compile` (the XLA baseline) the step is compiled whole and reads batches kept as
+    tensors, with no tf.data, as a user following TensorFlow's XLA guide writes it.
     """
 
-    def __init__(self, cfg: Config, source: data.Source):
+    def __init__(self, cfg: Config, source: data.Source, jit_compile: bool = False):
         self.cfg = cfg
         policy = keras.mixed_precision.global_policy().name
         keras.mixed_precision.set_global_policy('float32')
@@ -122,9 +143,14 @@ class _BaselineStep:
         self.g_optimizer = keras.optimizers.Adam(cfg.g_lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2)
         self.d_optimizer = keras.optimizers.Adam(cfg.d_lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2)
         images = source.images.astype(np.float32) / 127.5 - 1.0
-        dataset = tf.data.Dataset.from_tensor_slices(images).shuffle(len(images), seed=cfg.seed)
-        self.iterator = iter(dataset.repeat().batch(cfg.batch_size, drop_remainder=True))
-        self.step_fn = tf.function(self._step)
+        if jit_compile:
+            # What the XLA guide's reader writes: one compiled step, batches already in device memory.
+            batches = [tf.constant(b) for b in _whole_batches(images, cfg.batch_size)]
+            self.iterator = itertools.cycle(batches)
+        else:
+            dataset = tf.data.Dataset.from_tensor_slices(images).shuffle(len(images), seed=cfg.seed)
+            self.iterator = iter(dataset.repeat().batch(cfg.batch_size, drop_remainder=True))
+        self.step_fn = tf.function(self._step, jit_compile=jit_compile)
 
     def _step(self, images: tf.Tensor) -> tf.Tensor:
         noise = tf.random.normal([self.cfg.batch_size, self.cfg.z_dim])
@@ -198,11 +224,14 @@ def bench_input(cfg: Config) -> dict[str, Any]:
 
 
 def bench_step(cfg: Config) -> list[dict[str, Any]]:
-    """Times our train step (and, with --bench_baseline, the straightforward one, interleaved).
+    """Times our train step and, when asked, the straightforward ones, in interleaved windows.
+
+    --bench_baseline adds the tutorial-style step, --bench_xla_baseline the same step compiled with XLA.
 
     Returns:
-      One report per step measured: the baseline's first when asked for, then ours, which then
-      carries `speedup_vs_baseline` (ratio of the medians).
+      One report per step measured: the baselines' first, then ours, which carries
+      `speedup_vs_baseline` / `speedup_vs_baseline_xla` (ratios of the medians). Every report carries
+      the model's training FLOPs per image and the arithmetic throughput they imply.
     """
     source = _in_memory_source(cfg)
     workdir = tempfile.mkdtemp(prefix='dcgan_bench_')
@@ -214,6 +243,9 @@ def bench_step(cfg: Config) -> list[dict[str, Any]]:
         steps = max(cfg.bench_steps, cfg.steps_per_call)
         steps -= steps % cfg.steps_per_call
         candidates = {'ours': (ours, steps)}
+        if cfg.bench_xla_baseline:
+            xla = _BaselineStep(cfg, source, jit_compile=True)
+            candidates = {'baseline_xla': (xla, cfg.bench_steps), **candidates}
         if cfg.bench_baseline:
             candidates = {'baseline': (_BaselineStep(cfg, source), cfg.bench_steps), **candidates}
         warmups = {}
@@ -228,21 +260,21 @@ def bench_step(cfg: Config) -> list[dict[str, Any]]:
             # Interleaved windows: a neighbour's load slows both steps alike, so the ratio holds.
             for name, (step, n) in candidates.items():
                 seconds[name] += _timed_windows(lambda step=step, n=n: step.run(n), 1)
-        reports = []
-        if cfg.bench_baseline:
+        reports, baselines = [], {}
+        for name in ('baseline', 'baseline_xla'):
+            if name not in candidates:
+                continue
             options = {
                 'precision': 'float32',
-                'jit_compile': False,
+                'jit_compile': name == 'baseline_xla',
                 'steps_per_call': 1,
                 'fused_batch_norm': False,
                 'fast_conv': 'off',
                 'fast_layers': False,
                 'replicas': 1,
             }
-            baseline = _report(
-                cfg, 'baseline', seconds['baseline'], warmups['baseline'], cfg.bench_steps, options
-            )
-            reports.append(baseline)
+            baselines[name] = _report(cfg, name, seconds[name], warmups[name], cfg.bench_steps, options)
+            reports.append(baselines[name])
         trainer = ours.trainer
         options = {
             'precision': trainer.generator.dtype_policy.name,
@@ -256,10 +288,15 @@ def bench_step(cfg: Config) -> list[dict[str, Any]]:
             'device_kind': distribute.device_kind(),
         }
         report = _report(cfg, 'step', seconds['ours'], warmups['ours'], steps, options)
-        if cfg.bench_baseline:
+        for name, baseline in baselines.items():
             ratio = report['images_per_second'] / baseline['images_per_second']
-            report['speedup_vs_baseline'] = round(ratio, 3)
+            report[f'speedup_vs_{name}'] = round(ratio, 3)
         reports.append(report)
+        flops = train_flops_per_image(cfg)
+        for r in reports:
+            # Images/s as arithmetic throughput, to read against the device's peak.
+            r['train_gflop_per_image'] = float(f'{flops / 1e9:.4g}')
+            r['achieved_tflop_per_second'] = float(f'{flops * r["images_per_second"] / 1e12:.4g}')
         return reports
     finally:
         keras.mixed_precision.set_global_policy(policy)

@@ -35,7 +35,7 @@ DATASET_PREFIXES = ('lsun/', 'tfds:', 'tfrecord:')
 RESOLUTIONS = (16, 28, 32, 64, 128)
 # Flags that change the shape of a model or its checkpoint: a workdir trained with other values
 # cannot be resumed with these.
-MODEL_FLAGS = ('arch', 'resolution', 'channels', 'z_dim', 'gf_dim', 'df_dim', 'kernel_size')
+MODEL_FLAGS = ('arch', 'resolution', 'channels', 'z_dim', 'gf_dim', 'df_dim', 'kernel_size', 'upsample')
 # Flags that act on a folder or pick a tool rather than define the training, so a workdir's config.cfg
 # leaves them out: re-running it must never delete the run (--overwrite), switch to another mode, or
 # write a sampling tool's output (--out, --out_dir, --saved_model) where the run was started from.
@@ -109,7 +109,24 @@ class Config:
         "Side of every convolution kernel of the dcgan G and D (5 in the paper's code; 4, a multiple of the "
         'stride 2, gives every output pixel as many taps: no checkerboard from uneven overlap).',
     )
+    upsample: str = _field(
+        'transpose',
+        "How the dcgan G doubles its maps: transpose (stride-2 transposed convolutions, the paper's) or "
+        'resize (nearest-neighbour upsampling, then a stride-1 convolution: no checkerboard artifacts).',
+        ('transpose', 'resize'),
+    )
     # --- optimisation ---
+    augment: str = _field(
+        'none',
+        'Augment every image D sees, real and fake, differentiably (diffaugment: DiffAugment, Zhao et al. '
+        '2020), so D cannot memorise a small data set; none: off.',
+        ('none', 'diffaugment'),
+    )
+    augment_policy: str = _field(
+        'color,translation,cutout',
+        'The transformations of --augment=diffaugment, comma-separated, applied in order: color, '
+        'translation, cutout.',
+    )
     batch_size: int = _field(128, 'Global batch size (split across replicas).')
     g_lr: float = _field(2e-4, 'Generator Adam learning rate.')
     d_lr: float = _field(2e-4, 'Discriminator Adam learning rate.')
@@ -243,6 +260,11 @@ class Config:
     bench_baseline: bool = _field(
         False, 'Also time the straightforward tutorial-style step, interleaved with ours (--mode=bench).'
     )
+    bench_xla_baseline: bool = _field(
+        False,
+        'Also time the straightforward step compiled with XLA on in-memory batches, interleaved with ours '
+        '(--mode=bench); the fair reference on GPUs.',
+    )
     bench_warmup_steps: int = _field(4, 'Untimed steps first: tracing and warm caches (--mode=bench).')
     bench_steps: int = _field(10, 'Steps per timed window (--mode=bench).')
     bench_windows: int = _field(5, 'Timed windows; the median is reported (--mode=bench).')
@@ -357,6 +379,21 @@ def validate_model_flags(cfg: Config) -> None:
     )
 
 
+AUGMENT_OPS = ('color', 'translation', 'cutout')
+
+
+def parse_augment_policy(policy: str) -> tuple[str, ...]:
+    """'color,translation' -> ('color', 'translation'); ConfigError naming an unknown part."""
+    parts = tuple(p.strip() for p in policy.split(',') if p.strip())
+    unknown = [p for p in parts if p not in AUGMENT_OPS]
+    _require(
+        parts and not unknown,
+        f'--augment_policy={policy!r} is not a comma-separated list of {", ".join(AUGMENT_OPS)} '
+        f'({"unknown: " + ", ".join(unknown) if unknown else "empty"}).',
+    )
+    return parts
+
+
 def validate(cfg: Config) -> Config:
     """Checks values and combinations; raises ConfigError with one sentence naming the culprit."""
     for f in dataclasses.fields(Config):
@@ -365,6 +402,8 @@ def validate(cfg: Config) -> Config:
         if choices is not None:
             _require(value in choices, f'--{f.name}={value!r} is not one of: {", ".join(choices)}.')
     validate_model_flags(cfg)
+    if cfg.augment == 'diffaugment':
+        parse_augment_policy(cfg.augment_policy)
     for name in (
         'z_dim',
         'gf_dim',

@@ -102,6 +102,8 @@ class Source:
     # or of serialized prepared tf.Examples when `prepared` is true; holds `stream_size` records.
     stream_fn: Callable[[bool, int, int, int], tf.data.Dataset] | None = None
     stream_size: int = 0
+    # (num_pipelines, pipeline_id) -> records that pipeline's stream holds, where it reads whole files.
+    stream_share_fn: Callable[[int, int], int] | None = None
     prepared: bool = False
     skipped: SkipCounter = dataclasses.field(default_factory=SkipCounter, compare=False, repr=False)
 
@@ -493,14 +495,25 @@ def _tfds_source(cfg: Config, name: str, split: str) -> Source:
         tfds_split = _tfds_split(builder, split, cfg.eval_holdout)
         has_label = isinstance(dict(builder.info.features.items()).get('label'), tfds.features.ClassLabel)
 
+        takes = _tfds_file_takes(builder, tfds_split)
+
+        def by_file(num_pipelines: int) -> bool:
+            return num_pipelines > 1 and len(takes) >= num_pipelines
+
         def stream_fn(shuffle: bool, seed: int, num_pipelines: int, pipeline_id: int) -> tf.data.Dataset:
+            # With a file per pipeline at least, tfds hands each worker its own files, so no worker reads
+            # (and throws away) the others' records; with fewer files each keeps every n-th record.
+            context = (
+                tf.distribute.InputContext(num_pipelines, pipeline_id) if by_file(num_pipelines) else None
+            )
             ds = builder.as_dataset(
                 split=tfds_split,
                 shuffle_files=shuffle,
                 decoders={image_key: tfds.decode.SkipDecoding()},  # Decoded later, after the skip.
-                read_config=tfds.ReadConfig(shuffle_seed=seed, try_autocache=False),
+                read_config=tfds.ReadConfig(shuffle_seed=seed, try_autocache=False, input_context=context),
             )
-            ds = ds.shard(num_pipelines, pipeline_id) if num_pipelines > 1 else ds
+            if num_pipelines > 1 and context is None:
+                ds = ds.shard(num_pipelines, pipeline_id)
             no_label = tf.constant(-1, tf.int64)
             return ds.map(
                 lambda ex: (ex[image_key], tf.cast(ex['label'], tf.int64) if has_label else no_label)
@@ -519,7 +532,23 @@ def _tfds_source(cfg: Config, name: str, split: str) -> Source:
         ) from e
     if not size:
         raise DataError(f'{name} split {tfds_split} is empty.')
-    return Source(name=f'tfds:{name}[{tfds_split}]', stream_fn=stream_fn, stream_size=size)
+
+    def share(num_pipelines: int, pipeline_id: int) -> int:
+        if by_file(num_pipelines):
+            return sum(takes[pipeline_id::num_pipelines])  # tfds shards its file list this way.
+        return _pipeline_share(size, num_pipelines, pipeline_id)
+
+    return Source(
+        name=f'tfds:{name}[{tfds_split}]', stream_fn=stream_fn, stream_size=size, stream_share_fn=share
+    )
+
+
+def _tfds_file_takes(builder, split: str) -> list[int]:
+    """Records read from each file of a tfds split, in tfds' file order ([] where tfds has no file list)."""
+    try:
+        return [int(f.take) for f in builder.info.splits[split].file_instructions]
+    except (KeyError, ValueError, AttributeError, TypeError):  # mock_data: no split info.
+        return []
 
 
 # --- LMDB (the official LSUN downloads) ---
@@ -1021,7 +1050,10 @@ def make_dataset(
         keys = keys.shard(num_pipelines, pipeline_id)
         # Shuffling keys is cheap, so the buffer spans the whole (sharded) data set up to a cap.
         buffer = cfg.shuffle_buffer
-    per_pass = _pipeline_share(source.num_examples, num_pipelines, pipeline_id)
+    if source.stream_share_fn is not None:
+        per_pass = source.stream_share_fn(num_pipelines, pipeline_id)
+    else:
+        per_pass = _pipeline_share(source.num_examples, num_pipelines, pipeline_id)
     skip = start_step * per_pipeline_batch
     if repeat:
         buffer = max(1, min(source.num_examples // num_pipelines, buffer))

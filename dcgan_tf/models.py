@@ -76,6 +76,43 @@ def num_upsamplings(resolution: int) -> int:
     return int(math.log2(ratio))
 
 
+def _upsampling(
+    cfg: Config, filters: int, init: keras.initializers.Initializer, name: str, use_bias: bool
+) -> list[layers.Layer]:
+    """Layers that double the map's size into `filters` channels (--upsample).
+
+    A stride-2 transposed convolution whose kernel side is not a multiple of 2 gives neighbouring
+    output pixels unequal numbers of taps, a checkerboard (Odena et al. 2016); nearest-neighbour
+    upsampling and then a stride-1 convolution gives every pixel the same.
+    """
+    if cfg.upsample == 'resize':
+        return [
+            layers.UpSampling2D(2, interpolation='nearest', name=f'{name}_upsample'),
+            fast_conv.Conv2D(
+                filters,
+                cfg.kernel_size,
+                strides=1,
+                padding='same',
+                use_bias=use_bias,
+                kernel_initializer=init,
+                name=name,
+                fast_conv=cfg.fast_conv,
+            ),
+        ]
+    return [
+        fast_conv.Conv2DTranspose(
+            filters,
+            cfg.kernel_size,
+            strides=2,
+            padding='same',
+            use_bias=use_bias,
+            kernel_initializer=init,
+            name=name,
+            fast_conv=cfg.fast_conv,
+        )
+    ]
+
+
 def build_generator(cfg: Config) -> keras.Sequential:
     """z [B, z_dim] -> images [B, H, W, C] in [-1, 1] (float32 whatever the compute precision)."""
     if cfg.arch == 'tutorial':
@@ -98,31 +135,12 @@ def build_generator(cfg: Config) -> keras.Sequential:
     model.add(layers.ReLU(name='project_relu'))
     for i in range(1, n):
         width //= 2
-        model.add(
-            fast_conv.Conv2DTranspose(
-                width,
-                cfg.kernel_size,
-                strides=2,
-                padding='same',
-                use_bias=False,
-                kernel_initializer=_weights_init(seed + 2 * i),
-                name=f'deconv{i}',
-                fast_conv=cfg.fast_conv,
-            )
-        )
+        for layer in _upsampling(cfg, width, _weights_init(seed + 2 * i), f'deconv{i}', use_bias=False):
+            model.add(layer)
         model.add(_batch_norm(cfg, seed + 2 * i + 1, f'deconv{i}_bn'))
         model.add(layers.ReLU(name=f'deconv{i}_relu'))
-    model.add(
-        fast_conv.Conv2DTranspose(
-            cfg.channels,
-            cfg.kernel_size,
-            strides=2,
-            padding='same',
-            kernel_initializer=_weights_init(seed + 2 * n),
-            name='to_image',
-            fast_conv=cfg.fast_conv,
-        )
-    )
+    for layer in _upsampling(cfg, cfg.channels, _weights_init(seed + 2 * n), 'to_image', use_bias=True):
+        model.add(layer)
     # float32 output under mixed precision: images are written, compared and fed to D unchanged.
     model.add(layers.Activation('tanh', dtype='float32', name='tanh'))
     return model

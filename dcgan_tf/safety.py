@@ -63,8 +63,8 @@ class GracefulStop:
 
     A context manager (or `install()` / `uninstall()`), scoped to the training: it puts back the handlers
     and the wakeup fd it found on every exit path. Outside the main thread (where Python cannot install
-    handlers) it does nothing. Each process decides alone: with --strategy=multi_worker every worker must
-    receive the signal (as on preemption of the whole job), or the others wait in their next collective.
+    handlers) it does nothing. Each process catches its own signals; in a multi-worker job the trainer
+    shares each worker's answer after every call (Trainer.agree_to_stop), so all stop at the same step.
 
     Args:
       interrupt_start_up: stop at once on a signal before the first `call()` block returned.

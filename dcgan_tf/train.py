@@ -8,6 +8,7 @@ happens between calls, in `train_and_evaluate`.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -16,15 +17,23 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from dcgan_tf import data, distribute, evaluate, hparams, images, losses, models, safety
+from dcgan_tf import augment as augment_lib
+from dcgan_tf import data, distribute, evaluate, hparams, images, losses, models, replica_xla, safety
 from dcgan_tf import export as export_lib
 from dcgan_tf import workdir as workdir_lib
-from dcgan_tf.config import Config, ConfigError, to_flagfile
+from dcgan_tf.config import Config, ConfigError, parse_augment_policy, to_flagfile
 from dcgan_tf.progress import Progress
 from dcgan_tf.workdir import checkpoints as workdir_checkpoints
 from dcgan_tf.workdir import lock as workdir_lock
 
-METRIC_KEYS = ('d_loss', 'g_loss', 'd_real', 'd_fake')
+# d_real/d_fake: D's mean probability on real and fake images; d_acc_*: the share it classifies right
+# (logit sign), which people read more easily than a loss.
+METRIC_KEYS = ('d_loss', 'g_loss', 'd_real', 'd_fake', 'd_acc_real', 'd_acc_fake')
+
+
+def _unchanged(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    del seed
+    return images
 
 
 def _build_optimizer(
@@ -152,16 +161,37 @@ class Trainer:
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, checkpoint_dir, max_to_keep=cfg.keep_checkpoints, step_counter=self.step
         )
+        policy = parse_augment_policy(cfg.augment_policy) if cfg.augment == 'diffaugment' else ()
+        self.augment = functools.partial(augment_lib.diff_augment, policy=policy) if policy else _unchanged
         self.use_jit = distribute.use_jit(cfg, self.strategy)
+        compile_here = self.use_jit and not (
+            cfg.run_eagerly or isinstance(self.strategy, tf.distribute.TPUStrategy)
+        )
+        several = self.num_replicas > 1
         self._replica_step_fn = (
-            self._replica_step
-            if cfg.run_eagerly or not self.use_jit or isinstance(self.strategy, tf.distribute.TPUStrategy)
-            else tf.function(self._replica_step, jit_compile=True)
+            tf.function(self._replica_step, jit_compile=True)
+            if compile_here and not several
+            else self._replica_step
+        )
+        # Several replicas: XLA compiles each replica's gradients, and the updates stay outside.
+        self._compiled_updates = (
+            replica_xla.CompiledReplicaStep(
+                self.generator,
+                self.discriminator,
+                self.d_optimizer,
+                self.g_optimizer,
+                cfg.batch_size,
+                alternating=cfg.update == 'alternating',
+                augment=self.augment,
+            )
+            if compile_here and several
+            else None
         )
         # Graph mode is decided once, here (STYLE rule 10), not by rebinding methods later.
         self._train_fn = self._train_steps if cfg.run_eagerly else tf.function(self._train_steps)
         self._iterator = None
         self.stopped_by: str | None = None  # The signal that ended train_and_evaluate early, if any.
+        self._agree_fn = None
         self.evaluator = None  # The periodic evaluator of train_and_evaluate (--eval_every), if any.
 
     # --- state ---
@@ -228,22 +258,53 @@ class Trainer:
         """One D and one G update on this replica's slice of the global batch."""
         global_batch = self.cfg.batch_size
         context = tf.distribute.get_replica_context()
+        z = self._replica_noise(seed)
+        updates = self._updates if self._compiled_updates is None else self._compiled_updates
+        # The augmentations' seed: the step's, folded with the replica's index (each has its own images).
+        aug_seed = tf.random.experimental.stateless_fold_in(
+            seed, context.replica_id_in_sync_group, alg=augment_lib.ALG
+        )
+        d_loss, g_loss, real_logits, fake_logits = updates(real, z, aug_seed)
+        if context.num_replicas_in_sync > 1 and not self.cfg.sync_bn:
+            _average_moving_statistics(context, self.generator, self.discriminator)
+        # Divided by the global batch, so the SUM over replicas is the global mean.
+        return {
+            'd_loss': d_loss,
+            'g_loss': g_loss,
+            'd_real': tf.reduce_sum(tf.sigmoid(tf.cast(real_logits, tf.float32))) / global_batch,
+            'd_fake': tf.reduce_sum(tf.sigmoid(tf.cast(fake_logits, tf.float32))) / global_batch,
+            'd_acc_real': tf.reduce_sum(tf.cast(real_logits > 0, tf.float32)) / global_batch,
+            'd_acc_fake': tf.reduce_sum(tf.cast(fake_logits < 0, tf.float32)) / global_batch,
+        }
+
+    def _replica_noise(self, seed: tf.Tensor) -> tf.Tensor:
+        """This replica's rows of the step's z."""
+        context = tf.distribute.get_replica_context()
         # Every replica draws the step's whole z from one seed and keeps row block `replica_id`:
         # no two replicas share noise, and the global batch's z does not depend on the replica
         # count, just as replica r's images are slice r of the global batch (the data pipeline
         # deals consecutive per-replica batches in order). Drawing B x z_dim normals is negligible.
-        all_z = tf.random.stateless_normal([global_batch, self.cfg.z_dim], seed=seed)
-        z = tf.reshape(all_z, [context.num_replicas_in_sync, -1, self.cfg.z_dim])[
+        all_z = tf.random.stateless_normal([self.cfg.batch_size, self.cfg.z_dim], seed=seed)
+        return tf.reshape(all_z, [context.num_replicas_in_sync, -1, self.cfg.z_dim])[
             context.replica_id_in_sync_group
         ]
+
+    def _updates(
+        self, real: tf.Tensor, z: tf.Tensor, aug_seed: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Both updates on this replica; returns (d_loss, g_loss, real_logits, fake_logits)."""
+        augment_seeds = tf.random.experimental.stateless_split(aug_seed, 3, alg=augment_lib.ALG)
+        d_input = self.augment  # Every image D sees, real or fake, by its own seed.
+        global_batch = self.cfg.batch_size
         alternating = self.cfg.update == 'alternating'
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             fake = self.generator(z, training=True)
             # Separate D calls for real and fake: each BatchNorm call sees one kind only,
             # as in the paper's code (mixing them lets D tell them apart by batch statistics).
-            real_logits = self.discriminator(real, training=True)
+            real_logits = self.discriminator(d_input(real, augment_seeds[0]), training=True)
             # Alternating: D's tape need not reach into G (its gradient comes from a second D call).
-            fake_logits = self.discriminator(tf.stop_gradient(fake) if alternating else fake, training=True)
+            d_fake = tf.stop_gradient(fake) if alternating else fake
+            fake_logits = self.discriminator(d_input(d_fake, augment_seeds[1]), training=True)
             d_loss = tf.nn.compute_average_loss(
                 losses.discriminator_loss(real_logits, fake_logits), global_batch_size=global_batch
             )
@@ -253,7 +314,7 @@ class Trainer:
                 # The paper's Algorithm 1 (and pytorch/examples): D steps first, then G is scored by the
                 # updated D on the same fakes; one more D forward pass per step.
                 self.d_optimizer.apply(d_tape.gradient(d_loss_scaled, d_vars), d_vars)
-                g_logits = self.discriminator(fake, training=True)
+                g_logits = self.discriminator(d_input(fake, augment_seeds[2]), training=True)
             else:
                 g_logits = fake_logits
             g_loss = tf.nn.compute_average_loss(
@@ -265,15 +326,7 @@ class Trainer:
             # Both gradients come from the same forward pass (the tutorial's simultaneous update).
             self.d_optimizer.apply(d_tape.gradient(d_loss_scaled, d_vars), d_vars)
         self.g_optimizer.apply(g_tape.gradient(g_loss_scaled, g_vars), g_vars)
-        if context.num_replicas_in_sync > 1 and not self.cfg.sync_bn:
-            _average_moving_statistics(context, self.generator, self.discriminator)
-        # Divided by the global batch, so the SUM over replicas is the global mean.
-        return {
-            'd_loss': d_loss,
-            'g_loss': g_loss,
-            'd_real': tf.reduce_sum(tf.sigmoid(tf.cast(real_logits, tf.float32))) / global_batch,
-            'd_fake': tf.reduce_sum(tf.sigmoid(tf.cast(fake_logits, tf.float32))) / global_batch,
-        }
+        return d_loss, g_loss, real_logits, fake_logits
 
     @staticmethod
     def _scale(optimizer: keras.optimizers.Optimizer, loss: tf.Tensor) -> tf.Tensor:
@@ -317,6 +370,27 @@ class Trainer:
         """Runs `num_steps` steps; returns their mean metrics as Python floats."""
         result = self._train_fn(self.iterator(), tf.constant(num_steps, tf.int32))
         return {k: float(v) for k, v in result.items()}
+
+    def agree_to_stop(self, requested: bool) -> bool:
+        """Whether any worker of the job asks to stop now (this one's answer where it trains alone).
+
+        A signal reaches one worker of a multi-worker job (a preempted VM, a killed process); were it to
+        stop alone, the others would wait forever in their next collective. So every worker shares its
+        answer after each call, in one all-reduce, and all of them checkpoint the same step and stop.
+        """
+        if not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return requested
+        if self._agree_fn is None:
+            self._agree_fn = tf.function(self._any_worker)
+        return bool(self._agree_fn(tf.constant(float(requested))) > 0)
+
+    def _any_worker(self, requested: tf.Tensor) -> tf.Tensor:
+        # The step counter's device: the all-reduce returns each value to its tensor's device, and a
+        # one-device-per-host MultiWorkerMirroredStrategy leaves an unplaced constant without one.
+        with tf.device(self.step.device):
+            flag = tf.identity(requested)
+        per_replica = self.strategy.run(tf.identity, args=(flag,))
+        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
     def generate(self, z: tf.Tensor) -> np.ndarray:
         """Images in [-1, 1] for z, with BatchNorm in inference mode (moving statistics)."""
@@ -518,15 +592,17 @@ def _train_loop(trainer: Trainer, stop: safety.GracefulStop, metrics_log: workdi
                 _write_sample_grid(trainer, z_grid, writer)
                 if real_grid is not None and len(real_grid) > 1:
                     was_diverse = _check_diversity(trainer, z_grid, real_grid, writer, step, was_diverse)
-            stopping = stop.requested  # Read once: a signal arriving later is handled after the next call.
+            # Read once, and agreed among workers: a signal arriving later is handled after the next call.
+            stopping = trainer.agree_to_stop(stop.requested)
             if step % cfg.checkpoint_every == 0 or last or stopping:
                 trainer.save()
             if evaluator is not None and (step % cfg.eval_every == 0 or last) and not stopping:
                 evaluator(step)
             if stopping:
+                trainer.stopped_by = stop.signal_name or 'a stop signal to another worker'
                 logging.info(
                     'Stopped by %s at step %d with a checkpoint; the same command resumes from here.',
-                    stop.signal_name,
+                    trainer.stopped_by,
                     step,
                 )
                 break
@@ -569,14 +645,17 @@ def train_and_evaluate(
     the run with a checkpoint, or at once during start-up (safety.GracefulStop).
     """
     strategy = strategy or distribute.create_strategy(cfg)
+    # A worker of a multi-worker job that left during start-up would leave the others waiting in the
+    # first collective; it stays, and the job stops together after its first call.
+    alone = not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     with workdir_lock.RunLock(workdir, enabled=distribute.is_chief(strategy)) as lock:
-        with safety.GracefulStop(interrupt_start_up=True, cleanup=lock.release) as stop:
+        with safety.GracefulStop(interrupt_start_up=alone, cleanup=lock.release) as stop:
             trainer = _start_up(cfg, workdir, strategy, source)
             metrics_log = workdir_lib.MetricsLog(
                 workdir, resume_step=int(trainer.step), write=trainer.is_chief
             )
             _train_loop(trainer, stop, metrics_log)
-        trainer.stopped_by = stop.signal_name  # None when the run reached its last step.
+        trainer.stopped_by = trainer.stopped_by or stop.signal_name  # None when the run reached its end.
         _finish(trainer, metrics_log)
     return trainer
 

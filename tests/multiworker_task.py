@@ -46,6 +46,7 @@ def main(workdir: str, report: str, overrides: str) -> None:
         is_chief=trainer.is_chief,
         step=int(trainer.step),
         scratch=trainer.manager.directory,
+        stopped_by=str(trainer.stopped_by),
     )
 
 

@@ -9,7 +9,7 @@ import tensorflow as tf
 from conftest import requires_bfloat16, tiny_config
 from test_main import TINY, run_cli
 
-from dcgan_tf import bench, distribute
+from dcgan_tf import bench, distribute, summary
 from dcgan_tf.config import ConfigError, validate
 
 FIELDS = {
@@ -62,6 +62,35 @@ def test_step_and_baseline_reports(capsys):
     assert ours['speedup_vs_baseline'] == pytest.approx(
         ours['images_per_second'] / baseline['images_per_second'], rel=1e-2
     )
+
+
+def test_xla_baseline_report_and_flops(capsys):
+    baseline, xla, ours = bench.run(_bench_cfg(bench_baseline=True, bench_xla_baseline=True))
+    assert [r['bench'] for r in (baseline, xla, ours)] == ['baseline', 'baseline_xla', 'step']
+    assert xla['jit_compile'] is True and baseline['jit_compile'] is False
+    for name, ref in (('baseline', baseline), ('baseline_xla', xla)):
+        assert ours[f'speedup_vs_{name}'] == pytest.approx(
+            ours['images_per_second'] / ref['images_per_second'], rel=1e-2
+        )
+    flops = bench.train_flops_per_image(_bench_cfg())
+    for r in (baseline, xla, ours):
+        assert r['train_gflop_per_image'] == pytest.approx(flops / 1e9, rel=1e-3)
+        assert r['achieved_tflop_per_second'] == pytest.approx(
+            flops * r['images_per_second'] / 1e12, rel=1e-3
+        )
+
+
+def test_train_flops_grow_with_the_square_of_the_width():
+    # Convolutions dominate and cost width_in x width_out, so doubling both widths about quadruples them.
+    small = bench.train_flops_per_image(tiny_config(gf_dim=8, df_dim=8))
+    large = bench.train_flops_per_image(tiny_config(gf_dim=16, df_dim=16))
+    assert 3.0 < large / small < 4.2
+    # Three times the forward work of G and of D's two passes.
+    described = summary.summarize(tiny_config(gf_dim=8, df_dim=8))
+    forward = sum(r.flops for r in described['generator']) + 2 * sum(
+        r.flops for r in described['discriminator']
+    )
+    assert small == 3 * forward
 
 
 @requires_bfloat16

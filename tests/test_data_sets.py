@@ -126,6 +126,47 @@ def test_lsun_category_through_tfds():
     np.testing.assert_array_equal(np.stack(batches[2:]), np.stack(again))  # exact resume
 
 
+class DcganShardedDigits(tfds.core.GeneratorBasedBuilder):
+    """A tfds set written to disk here, in several files, each image a solid shade that names it."""
+
+    VERSION = tfds.core.Version('1.0.0')
+
+    def _info(self):
+        features = {
+            'image': tfds.features.Image(shape=(8, 8, 1)),
+            'label': tfds.features.ClassLabel(num_classes=10),
+        }
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
+
+    def _split_generators(self, dl_manager):
+        return {'train': self._generate_examples(22)}
+
+    def _generate_examples(self, count):
+        for i in range(count):
+            yield i, {'image': np.full((8, 8, 1), 10 * i, np.uint8), 'label': i % 10}
+
+
+def test_tfds_pipelines_read_only_their_own_files(tmp_path):
+    builder = DcganShardedDigits(data_dir=str(tmp_path))
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(num_shards=4))
+    cfg = tiny_config(dataset='tfds:dcgan_sharded_digits', data_dir=str(tmp_path), resolution=8, batch_size=2)
+    source = data.load_source(cfg)
+    assert source.num_examples == 22
+    takes = [int(f.take) for f in builder.info.splits['train'].file_instructions]
+    assert len(takes) == 4 and sum(takes) == 22
+    seen = []
+    for pipeline_id in range(2):
+        records = source.stream_fn(False, 0, 2, pipeline_id)
+        shades = [int(np.asarray(Image.open(io.BytesIO(r)))[0, 0]) for r, _ in records.as_numpy_iterator()]
+        # Whole files, every other one: tfds read no record of the other pipeline's files.
+        assert len(shades) == sum(takes[pipeline_id::2]) == source.stream_share_fn(2, pipeline_id)
+        seen += shades
+    assert sorted(seen) == [10 * i for i in range(22)]
+    # More pipelines than files: every pipeline keeps every n-th record instead.
+    assert source.stream_share_fn(5, 1) == len(range(1, 22, 5))
+    assert len(list(source.stream_fn(False, 0, 5, 1))) == len(range(1, 22, 5))
+
+
 def test_any_tfds_image_set_by_name_with_labels():
     cfg = tiny_config(dataset='tfds:cifar10', channels=3, resolution=16, batch_size=4)
     with tfds.testing.mock_data(num_examples=8):

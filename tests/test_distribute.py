@@ -142,11 +142,21 @@ def test_a_device_this_host_lacks_is_one_sentence():
         distribute.create_strategy(tiny_config(strategy='mirrored', devices='CPU:0,GPU:3'))
 
 
-def test_xla_with_several_replicas_is_refused_not_crashed(tmp_path, two_replicas):
-    # Under MirroredStrategy an XLA step reads another replica's variables and dies mid-run.
-    with pytest.raises(config_lib.ConfigError, match='--jit_compile=true does not work with 2 replicas'):
-        _two(_cfg(jit_compile='true'), tmp_path, two_replicas)
-    assert not _two(_cfg(), tmp_path / 'auto', two_replicas).use_jit
+@pytest.mark.parametrize('update, augment', [('simultaneous', 'none'), ('alternating', 'diffaugment')])
+def test_xla_per_replica_trains_like_the_uncompiled_step(tmp_path, two_replicas, update, augment):
+    # Several replicas: XLA compiles each replica's gradients (a compiled strategy.run step would read
+    # the other replica's variables); the updates, all-reduce and statistics stay outside.
+    cfg = _cfg(train_steps=3, update=update, augment=augment)
+    plain = _two(cfg.replace(jit_compile='false'), tmp_path / 'plain', two_replicas)
+    xla = _two(cfg.replace(jit_compile='true'), tmp_path / 'xla', two_replicas)
+    assert xla.use_jit and xla._compiled_updates is not None and plain._compiled_updates is None
+    before = _weights(plain)
+    metrics_plain, metrics_xla = plain.train_steps(3), xla.train_steps(3)
+    for k in train.METRIC_KEYS:
+        assert metrics_xla[k] == pytest.approx(metrics_plain[k], rel=1e-4, abs=1e-5)
+    _assert_weights_close(plain, xla, rtol=1e-4, atol=1e-5)
+    assert max(np.abs(a - b).max() for a, b in zip(before, _weights(plain), strict=True)) > 1e-4
+    assert not _two(cfg, tmp_path / 'auto', two_replicas).use_jit  # auto: no XLA on a CPU.
 
 
 # --- one global batch, however many replicas ---

@@ -128,3 +128,26 @@ def test_mixed_precision_outputs_stay_float32():
         assert generator.get_layer('project').compute_dtype == 'bfloat16'
     finally:
         keras.mixed_precision.set_global_policy('float32')
+
+
+@pytest.mark.parametrize('resolution', [28, 32, 64])
+def test_resize_upsampling_doubles_with_nearest_neighbours_then_a_stride_1_convolution(resolution):
+    cfg = tiny_config(resolution=resolution, gf_dim=8, z_dim=16, upsample='resize')
+    generator = models.build_generator(cfg)
+    assert not any(isinstance(la, layers.Conv2DTranspose) for la in generator.layers)
+    ups = [la for la in generator.layers if isinstance(la, layers.UpSampling2D)]
+    assert len(ups) == models.num_upsamplings(resolution) and all(u.interpolation == 'nearest' for u in ups)
+    convs = [la for la in generator.layers if isinstance(la, layers.Conv2D)]
+    assert len(convs) == len(ups) and all(c.strides == (1, 1) for c in convs)
+    # Each convolution follows its upsampling directly; BatchNorm + ReLU after all but the image layer.
+    for up in ups:
+        i = generator.layers.index(up)
+        assert generator.layers[i + 1] in convs
+    assert isinstance(generator.layers[-2], layers.Conv2D) and generator.layers[-1].name == 'tanh'
+    images = generator(np.random.default_rng(0).normal(size=(2, 16)).astype('float32'), training=False)
+    assert images.shape == (2, resolution, resolution, 1)
+    # Same widths as the transposed version, so D and the rest of the run are unchanged.
+    plain = models.build_generator(cfg.replace(upsample='transpose'))
+    assert [la.output.shape for la in plain.layers if 'bn' in la.name] == [
+        la.output.shape for la in generator.layers if 'bn' in la.name
+    ]

@@ -2,9 +2,11 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -23,7 +25,8 @@ def _free_ports(num: int) -> list[int]:
     return ports
 
 
-def _run_job(tmp_path, overrides: dict) -> list[dict]:
+def _run_job(tmp_path, overrides: dict, signal_worker: int | None = None) -> list[dict]:
+    """Runs both tasks to their end; with `signal_worker`, sends that task SIGTERM once training runs."""
     workdir = tmp_path / 'workdir'
     cluster = {'worker': [f'127.0.0.1:{p}' for p in _free_ports(2)]}
     procs, logs = [], []
@@ -38,6 +41,14 @@ def _run_job(tmp_path, overrides: dict) -> list[dict]:
         cmd = [sys.executable, TASK, str(workdir), str(tmp_path / f'task{index}.npz'), json.dumps(overrides)]
         procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
     try:
+        if signal_worker is not None:
+            deadline = time.monotonic() + TIMEOUT_S
+            # The chief's first log line: both tasks are past start-up and in the training loop.
+            while not (workdir / 'metrics.jsonl').exists() and time.monotonic() < deadline:
+                if any(p.poll() is not None for p in procs):
+                    break
+                time.sleep(0.2)
+            procs[signal_worker].send_signal(signal.SIGTERM)
         codes = [p.wait(timeout=TIMEOUT_S) for p in procs]
     except subprocess.TimeoutExpired:
         codes = None
@@ -88,3 +99,18 @@ def test_two_workers_resume_from_the_chief_checkpoint(tmp_path):
     for key in (k for k in chief if k.startswith('arr_')):
         np.testing.assert_array_equal(chief[key], worker[key])
     assert sorted(os.listdir(tmp_path / 'workdir' / 'checkpoints'))[-1] == 'ckpt-4.index'
+
+
+def test_sigterm_to_one_worker_stops_the_whole_job_at_one_step(tmp_path):
+    # A preempted worker does not stop alone (the other would wait forever in its next all-reduce):
+    # both checkpoint the same step and exit cleanly, and the job resumes from there.
+    long_run = {'train_steps': 100_000, 'log_every': 2, 'sample_every': 100_000, 'checkpoint_every': 100_000}
+    chief, worker = _run_job(tmp_path, long_run, signal_worker=1)
+    assert chief['step'] == worker['step'] < 100_000
+    assert str(worker['stopped_by']) == 'SIGTERM'
+    assert str(chief['stopped_by']) == 'a stop signal to another worker'
+    for key in (k for k in chief if k.startswith('arr_')):
+        np.testing.assert_array_equal(chief[key], worker[key])
+    workdir = tmp_path / 'workdir'
+    assert (workdir / 'checkpoints' / f'ckpt-{int(chief["step"])}.index').exists()
+    assert not (workdir / 'saved_model').exists()  # A stop leaves time only for the checkpoint.

@@ -14,7 +14,10 @@ from dcgan_tf import train, workdir
 def deterministic():
     tf.config.experimental.enable_op_determinism()
     yield
-    # There is no public way to switch it off again; it only costs speed in later tests.
+    # No public API switches it off; left on, unseeded random ops in later tests would fail.
+    from tensorflow.python.framework import config as tf_config  # noqa: PLC0415
+
+    tf_config.disable_op_determinism()
 
 
 def _weights(trainer):
@@ -52,6 +55,10 @@ def test_loss_moves_and_d_learns(tmp_path):
     # D starts at chance (D(x) ~ D(G(z)) ~ 0.5) and learns to tell real from fake.
     assert history[0]['d_loss'] > history[-1]['d_loss']
     assert history[-1]['d_real'] > history[-1]['d_fake']
+    # D's accuracy (logit sign) is a share of each log window's images, and better than chance by then.
+    for h in history:
+        assert 0.0 <= h['d_acc_real'] <= 1.0 and 0.0 <= h['d_acc_fake'] <= 1.0
+    assert history[-1]['d_acc_real'] + history[-1]['d_acc_fake'] > 1.0
 
 
 def test_workdir_outputs(tmp_path):
@@ -76,6 +83,8 @@ def test_workdir_outputs(tmp_path):
         'train/g_loss',
         'train/d_real',
         'train/d_fake',
+        'train/d_acc_real',
+        'train/d_acc_fake',
         'train/images_per_second',
         'samples/fixed_z',
     } <= tags
