@@ -226,12 +226,12 @@ class Config:
     )
     fast_layers: bool = _field(
         True,
-        'Dropout and LeakyReLU reimplemented for speed with the same maths (dcgan_tf/dropout.py, '
+        'Dropout and LeakyReLU reimplemented for speed with the same maths (dcgan_tf/layers/dropout.py, '
         "leaky_relu.py); false: Keras' layers.",
     )
     fast_conv: str = _field(
         'auto',
-        'Convolutions train with faster exact rewrites of slow oneDNN ops (dcgan_tf/fast_conv.py): auto '
+        'Convolutions train with faster exact rewrites of slow oneDNN ops (dcgan_tf/layers/fast_conv.py): auto '
         "(on a CPU where measured faster), off (TensorFlow's ops) or all (wherever possible).",
         ('auto', 'off', 'all'),
     )

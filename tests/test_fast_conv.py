@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 from conftest import tiny_config
 
-from dcgan_tf import config, fast_conv, models
+from dcgan_tf import config, models
+from dcgan_tf.layers import fast_conv
 
 
 @pytest.mark.parametrize(
