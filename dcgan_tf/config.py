@@ -231,8 +231,8 @@ class Config:
     )
     fast_conv: str = _field(
         'auto',
-        'Convolutions train with faster exact rewrites of slow oneDNN ops (dcgan_tf/layers/fast_conv.py): auto '
-        "(on a CPU where measured faster), off (TensorFlow's ops) or all (wherever possible).",
+        'Convolutions train with faster exact rewrites of slow oneDNN ops (dcgan_tf/layers/fast_conv.py): '
+        "auto (on a CPU, where they are faster), off (TensorFlow's ops) or all (wherever possible).",
         ('auto', 'off', 'all'),
     )
     # --- evaluation and probe (issue 5) ---

@@ -166,15 +166,15 @@ def _main(argv: list[str]) -> None:
 
             sampling.run(cfg)
         elif cfg.mode == 'summary':
-            from dcgan_tf import summary
+            from dcgan_tf.inside import summary
 
             summary.run(cfg, cfg.workdir if FLAGS['workdir'].present else None)
         elif cfg.mode == 'visualize':
-            from dcgan_tf import visualize
+            from dcgan_tf.inside import visualize
 
             visualize.run(cfg, cfg.workdir, cfg.out_dir)
         elif cfg.mode == 'explore':
-            from dcgan_tf import explore_app
+            from dcgan_tf.explore import app as explore_app
 
             explore_app.serve(cfg.saved_model or os.path.join(cfg.workdir, 'saved_model'), cfg)
         else:

@@ -1,7 +1,7 @@
 """The explorer's logic without a page: sample grids, picks, latent walks, arithmetic, directions, image to z.
 
 Everything works from an exported generator (`export.load`) with numpy in and out, so the page
-(`explore_app.py`) only wires widgets to these functions and the tests call them directly. Bad input raises
+(`app.py`) only wires widgets to these functions and the tests call them directly. Bad input raises
 ConfigError with one sentence for the page to show.
 """
 
