@@ -142,19 +142,19 @@ def _main(argv: list[str]) -> None:
 
             prepare.prepare(cfg, cfg.out_dir)
         elif cfg.mode == 'evaluate':
-            from dcgan_tf import evaluate
+            from dcgan_tf.quality import evaluate
 
             evaluate.run(cfg, cfg.workdir)
         elif cfg.mode == 'train_classifier':
-            from dcgan_tf import classifier
+            from dcgan_tf.quality import classifier
 
             classifier.train_classifier(cfg, cfg.workdir)
         elif cfg.mode == 'probe':
-            from dcgan_tf import probe
+            from dcgan_tf.quality import probe
 
             probe.run(cfg, cfg.workdir)
         elif cfg.mode == 'export' and cfg.export_best:
-            from dcgan_tf import evaluate
+            from dcgan_tf.quality import evaluate
 
             evaluate.export_best(cfg.workdir, cfg.saved_model or None)
         elif cfg.mode == 'export':

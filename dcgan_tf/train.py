@@ -16,11 +16,12 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from dcgan_tf import data, distribute, evaluate, images, losses, models, safety
+from dcgan_tf import data, distribute, images, losses, models, safety
 from dcgan_tf import export as export_lib
 from dcgan_tf import workdir as workdir_lib
 from dcgan_tf.config import Config, ConfigError, to_flagfile
 from dcgan_tf.progress import Progress
+from dcgan_tf.quality import evaluate
 from dcgan_tf.workdir import checkpoints as workdir_checkpoints
 from dcgan_tf.workdir import lock as workdir_lock
 

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from dcgan_tf import classifier, evaluate
 from dcgan_tf.config import Config, ConfigError, validate
+from dcgan_tf.quality import classifier, evaluate
 from tests.conftest import SHARED_MNIST
 
 

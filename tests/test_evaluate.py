@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from dcgan_tf import evaluate
+from dcgan_tf.quality import evaluate
 
 
 def _covariance(rng, dim, rank=None):
@@ -207,7 +207,7 @@ def test_compare_on_streamed_features_with_a_fake_net():
 
 
 def test_evaluate_mode_untrained_vs_real(tmp_path, capsys):
-    from dcgan_tf import classifier
+    from dcgan_tf.quality import classifier
     from tests.conftest import tiny_config
 
     path = str(tmp_path / 'tiny.keras')
@@ -257,7 +257,8 @@ def tf_make_ndarray(proto):
 def test_eval_during_training_logs_and_keeps_the_best_checkpoint(tmp_path):
     import os
 
-    from dcgan_tf import classifier, export, train
+    from dcgan_tf import export, train
+    from dcgan_tf.quality import classifier
     from tests.conftest import tiny_config
 
     path = str(tmp_path / 'net.keras')

@@ -9,8 +9,9 @@ import tensorflow as tf
 from conftest import tiny_config
 from test_flags import _cli
 
-from dcgan_tf import classifier, train
+from dcgan_tf import train
 from dcgan_tf.inside import guided_backprop, neighbours, visualize
+from dcgan_tf.quality import classifier
 
 
 @pytest.fixture(scope='module')

@@ -54,7 +54,7 @@ def pixel_vectors(images: np.ndarray) -> np.ndarray:
 
 def classifier_vectors(path: str, images: np.ndarray, batch: int = 500) -> np.ndarray:
     """The project classifier's penultimate features [N, 256] of uint8 images (any size: resized to 28x28)."""
-    from dcgan_tf import classifier  # noqa: PLC0415 - Keras and the model only when asked for.
+    from dcgan_tf.quality import classifier  # noqa: PLC0415 - Keras and the model only when asked for.
 
     model = classifier.load_feature_model(path)
     parts = []

@@ -186,7 +186,8 @@ def run(cfg: Config, workdir: str, out_dir: str) -> dict[str, Any]:
        ..., 'classifier': ...} (statistics without the index arrays), 'step': int}; also written to
       `out_dir`/visualize.json.
     """
-    from dcgan_tf import models, probe  # noqa: PLC0415
+    from dcgan_tf import models  # noqa: PLC0415
+    from dcgan_tf.quality import probe  # noqa: PLC0415
 
     run_cfg, trained, step = probe.restore_discriminator(workdir)
     # A D that never saw data: the same shape, another seed (as --mode=probe compares with).

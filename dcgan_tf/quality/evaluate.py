@@ -333,7 +333,7 @@ def classifier_net(name: str, path: str) -> FeatureNet:
     """The project's MNIST / Fashion-MNIST classifier: 256-d penultimate features and its softmax."""
     import tensorflow as tf  # noqa: PLC0415
 
-    from dcgan_tf import classifier  # noqa: PLC0415
+    from dcgan_tf.quality import classifier  # noqa: PLC0415
 
     model = classifier.load_feature_model(path)
 
