@@ -59,15 +59,6 @@ def peak_memory_mb() -> float:
     return peak / 2**20 if sys.platform == 'darwin' else peak / 2**10
 
 
-def onednn_enabled() -> bool | None:
-    """Whether TensorFlow runs its CPU ops on oneDNN in this process (None: it cannot say)."""
-    try:
-        from tensorflow.python.util import _pywrap_util_port  # noqa: PLC0415 - no public API says it.
-    except ImportError:
-        return None
-    return bool(_pywrap_util_port.IsMklEnabled())
-
-
 def model_name(cfg: Config) -> str:
     """e.g. 'dcgan-64x64x3 (gf 64, df 64, z 100, kernel 5)'."""
     size = f'{cfg.resolution}x{cfg.resolution}x{cfg.channels}'
@@ -122,7 +113,7 @@ class _BaselineStep:
         policy = keras.mixed_precision.global_policy().name
         keras.mixed_precision.set_global_policy('float32')
         # Keras' own BatchNormalization, convolutions and dropout, as the tutorial's code gets.
-        plain = cfg.replace(fused_batch_norm=False, fast_conv='off', fast_layers=False)
+        plain = cfg.replace(fused_batch_norm='false', fast_conv='off', fast_layers='false')
         try:
             self.generator = models.build_generator(plain)
             self.discriminator = models.build_discriminator(plain)
@@ -180,7 +171,7 @@ def _report(
         **options,
         'steps_per_window': steps_per_window,
         'warmup_s': round(warmup_s, 2),
-        'onednn': onednn_enabled(),
+        'onednn': distribute.onednn_enabled(),
         'tensorflow': tf.__version__,
         'keras': keras.__version__,
         'device': _device_name(),
@@ -257,9 +248,9 @@ def bench_step(cfg: Config) -> list[dict[str, Any]]:
             'precision': trainer.generator.dtype_policy.name,
             'jit_compile': trainer.use_jit,
             'steps_per_call': cfg.steps_per_call,
-            'fused_batch_norm': cfg.fused_batch_norm,
+            'fused_batch_norm': models.use_fast_layer(cfg.fused_batch_norm),
             'fast_conv': cfg.fast_conv,
-            'fast_layers': cfg.fast_layers,
+            'fast_layers': models.use_fast_layer(cfg.fast_layers),
             'strategy': type(trainer.strategy).__name__,
             'replicas': trainer.num_replicas,
             'device_kind': distribute.device_kind(),

@@ -221,13 +221,17 @@ class Config:
     bench_warmup_steps: int = _field(4, 'Untimed steps first: tracing and warm caches (--mode=bench).')
     bench_steps: int = _field(10, 'Steps per timed window (--mode=bench).')
     bench_windows: int = _field(5, 'Timed windows; the median is reported (--mode=bench).')
-    fused_batch_norm: bool = _field(
-        True, "Train BatchNorm with TensorFlow's fused kernel (same maths, much faster on CPU; false: Keras')"
+    fused_batch_norm: str = _field(
+        'auto',
+        "Train BatchNorm with TensorFlow's fused kernel (same maths): auto (yes, but not on a CPU where "
+        "TensorFlow runs its Eigen kernels, oneDNN off, where Keras' ops measured faster), true or false.",
+        ('auto', 'true', 'false'),
     )
-    fast_layers: bool = _field(
-        True,
+    fast_layers: str = _field(
+        'auto',
         'Dropout and LeakyReLU reimplemented for speed with the same maths (dcgan_tf/layers/dropout.py, '
-        "leaky_relu.py); false: Keras' layers.",
+        "leaky_relu.py): auto (yes, but not on a CPU running TensorFlow's Eigen kernels), true or false.",
+        ('auto', 'true', 'false'),
     )
     fast_conv: str = _field(
         'auto',

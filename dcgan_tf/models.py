@@ -14,6 +14,7 @@ import math
 import keras
 from keras import layers
 
+from dcgan_tf import distribute
 from dcgan_tf.config import Config
 from dcgan_tf.layers import dropout, fast_conv, leaky_relu
 from dcgan_tf.layers.fused_bn import FusedBatchNormalization
@@ -25,19 +26,32 @@ def _weights_init(seed: int) -> keras.initializers.Initializer:
     return keras.initializers.RandomNormal(0.0, 0.02, seed=seed)
 
 
+def use_fast_layer(choice: str, on_eigen_cpu: bool | None = None) -> bool:
+    """Resolves --fused_batch_norm / --fast_layers (auto, true, false): whether our faster layer is used.
+
+    `auto` uses it except on a CPU where TensorFlow runs its Eigen kernels (oneDNN off): there the plain
+    Keras layers trained the DCGAN-64 float32 step faster. `on_eigen_cpu` None: this process is asked.
+    """
+    if choice != 'auto':
+        return choice == 'true'
+    if on_eigen_cpu is None:
+        on_eigen_cpu = distribute.device_kind() == 'CPU' and not distribute.onednn_enabled()
+    return not on_eigen_cpu
+
+
 def _batch_norm_class(cfg: Config) -> type[layers.BatchNormalization]:
-    # Same variables and maths; the fused kernel made the CPU train step 1.7x-3x faster (fused_bn.py).
-    return FusedBatchNormalization if cfg.fused_batch_norm else layers.BatchNormalization
+    # Same variables and maths; the fused kernel made the oneDNN train step faster (fused_bn.py).
+    return FusedBatchNormalization if use_fast_layer(cfg.fused_batch_norm) else layers.BatchNormalization
 
 
 def _dropout_class(cfg: Config) -> type[layers.Dropout]:
     # The same units dropped in expectation, with a mask a third as costly to draw (dropout.py).
-    return dropout.Dropout if cfg.fast_layers else layers.Dropout
+    return dropout.Dropout if use_fast_layer(cfg.fast_layers) else layers.Dropout
 
 
 def _leaky_relu_class(cfg: Config) -> type[layers.LeakyReLU]:
     # The same gradient, read from the output so grappler can fuse conv + bias + LeakyReLU (leaky_relu.py).
-    return leaky_relu.LeakyReLU if cfg.fast_layers else layers.LeakyReLU
+    return leaky_relu.LeakyReLU if use_fast_layer(cfg.fast_layers) else layers.LeakyReLU
 
 
 def _batch_norm(cfg: Config, seed: int, name: str) -> layers.Layer:

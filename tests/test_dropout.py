@@ -4,14 +4,14 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_config
+from conftest import requires_bfloat16, tiny_config
 
 from dcgan_tf import models
 from dcgan_tf.layers import dropout
 
 
 @pytest.mark.parametrize('rate', [0.3, 0.5, 0.9])
-@pytest.mark.parametrize('dtype', ['float32', 'mixed_bfloat16'])
+@pytest.mark.parametrize('dtype', ['float32', pytest.param('mixed_bfloat16', marks=requires_bfloat16)])
 def test_keeps_units_with_probability_one_minus_rate_and_rescales(rate, dtype):
     layer = dropout.Dropout(rate, seed=3, dtype=dtype)
     x = tf.ones([64, 32, 32, 4])  # 262,144 units: the kept fraction's standard deviation is < 0.001.
@@ -62,7 +62,7 @@ def test_seeds_advance_like_keras_and_repeat_from_a_checkpoint():
 
 def test_the_tutorial_discriminator_uses_it_unless_asked_not_to():
     def kinds(fast):
-        cfg = tiny_config(arch='tutorial', resolution=28, fast_layers=fast)
+        cfg = tiny_config(arch='tutorial', resolution=28, fast_layers='true' if fast else 'false')
         return {type(layer) for layer in models.build_discriminator(cfg).layers}
 
     assert dropout.Dropout in kinds(True)

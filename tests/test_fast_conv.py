@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_config
+from conftest import requires_bfloat16, tiny_config
 
-from dcgan_tf import config, models
+from dcgan_tf import config, distribute, models
 from dcgan_tf.layers import fast_conv
 
 
@@ -71,19 +71,25 @@ def test_layers_train_as_keras_does(layer_class, input_shape, options):
 
 
 def test_auto_picks_each_rewrite_only_where_it_measured_faster():
-    # This test machine has no accelerator, so `auto` decides by dtype and shape alone.
+    # On a CPU running oneDNN, `auto` decides by dtype and shape; on Eigen's kernels (oneDNN off, or a
+    # GPU) never. Both cases are asked explicitly, so the answer does not depend on this machine.
     limit = fast_conv.FORWARD_GRAD_MAX_SIZE
-    assert fast_conv.use_forward_grad('auto', tf.bfloat16, 4)
-    assert fast_conv.use_forward_grad('auto', tf.bfloat16, limit)
-    assert not fast_conv.use_forward_grad('auto', tf.bfloat16, limit * 2)
-    assert not fast_conv.use_forward_grad('auto', tf.float32, 4)
-    assert not fast_conv.use_forward_grad('off', tf.bfloat16, 4)
-    assert fast_conv.use_forward_grad('all', tf.float32, 64)
+    assert fast_conv.use_forward_grad('auto', tf.bfloat16, 4, on_onednn_cpu=True)
+    assert fast_conv.use_forward_grad('auto', tf.bfloat16, limit, on_onednn_cpu=True)
+    assert not fast_conv.use_forward_grad('auto', tf.bfloat16, limit * 2, on_onednn_cpu=True)
+    assert not fast_conv.use_forward_grad('auto', tf.float32, 4, on_onednn_cpu=True)
+    assert not fast_conv.use_forward_grad('auto', tf.bfloat16, 4, on_onednn_cpu=False)
+    assert not fast_conv.use_forward_grad('off', tf.bfloat16, 4, on_onednn_cpu=True)
+    assert fast_conv.use_forward_grad('all', tf.float32, 64, on_onednn_cpu=False)
     few = fast_conv.SUBPIXEL_MAX_CHANNELS
-    assert fast_conv.use_subpixel('auto', few, 2, 'SAME', 64, 32)
-    assert not fast_conv.use_subpixel('auto', few + 1, 2, 'SAME', 64, 32)
-    assert not fast_conv.use_subpixel('off', 1, 2, 'SAME', 64, 32)
-    assert fast_conv.use_subpixel('all', 256, 2, 'SAME', 64, 32)
+    assert fast_conv.use_subpixel('auto', few, 2, 'SAME', 64, 32, on_onednn_cpu=True)
+    assert not fast_conv.use_subpixel('auto', few, 2, 'SAME', 64, 32, on_onednn_cpu=False)
+    assert not fast_conv.use_subpixel('auto', few + 1, 2, 'SAME', 64, 32, on_onednn_cpu=True)
+    assert not fast_conv.use_subpixel('off', 1, 2, 'SAME', 64, 32, on_onednn_cpu=True)
+    assert fast_conv.use_subpixel('all', 256, 2, 'SAME', 64, 32, on_onednn_cpu=False)
+    # Unasked, the probe answers: this process's device and TensorFlow's oneDNN switch.
+    expected = distribute.device_kind() == 'CPU' and distribute.onednn_enabled()
+    assert fast_conv.use_subpixel('auto', few, 2, 'SAME', 64, 32) == expected
     # Only what the rewrite can express: strided, 'SAME', the big map exactly stride times the small.
     assert not fast_conv.use_subpixel('all', 1, 1, 'SAME', 7, 7)
     assert not fast_conv.use_subpixel('all', 1, 2, 'VALID', 64, 32)
@@ -121,7 +127,9 @@ def test_whole_models_get_the_same_gradients_and_checkpoints(tmp_path):
     tf.train.Checkpoint(generator=nets[0]).read(path).assert_consumed()
 
 
+@requires_bfloat16
 def test_bfloat16_training_uses_the_forward_gradient_and_stays_close(monkeypatch):
+    monkeypatch.setattr(fast_conv, 'onednn_cpu', lambda: True)  # Where `auto` uses the rewrite.
     calls = []
     original = fast_conv.filter_gradient
     monkeypatch.setattr(fast_conv, 'filter_gradient', lambda *args: calls.append(1) or original(*args))

@@ -3,10 +3,12 @@
 import keras
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import requires_bfloat16, tiny_config
 from keras import layers
 
 from dcgan_tf import models
+from dcgan_tf.layers import leaky_relu
+from dcgan_tf.layers.fused_bn import FusedBatchNormalization
 
 
 @pytest.mark.parametrize('resolution', [28, 32, 64, 128])
@@ -69,6 +71,19 @@ def test_kernel_size_sets_every_convolution_and_keeps_the_shapes(kernel_size):
     assert discriminator(np.zeros((2, 28, 28, 1), np.float32)).shape == (2, 1)
 
 
+def test_auto_uses_our_faster_layers_except_on_eigen_cpu_kernels():
+    # Decided by the device's kernels, passed explicitly here so the answer does not depend on this CPU.
+    assert models.use_fast_layer('auto', on_eigen_cpu=False)
+    assert not models.use_fast_layer('auto', on_eigen_cpu=True)
+    assert models.use_fast_layer('true', on_eigen_cpu=True)
+    assert not models.use_fast_layer('false', on_eigen_cpu=False)
+    fused = {type(la) for la in models.build_generator(tiny_config(fused_batch_norm='true')).layers}
+    plain = {type(la) for la in models.build_generator(tiny_config(fused_batch_norm='false')).layers}
+    assert FusedBatchNormalization in fused and FusedBatchNormalization not in plain
+    lrelus = {type(la) for la in models.build_discriminator(tiny_config(fast_layers='true')).layers}
+    assert leaky_relu.LeakyReLU in lrelus
+
+
 def test_widths_at_64_match_the_paper():
     cfg = tiny_config(resolution=64, channels=3, gf_dim=64, df_dim=64, z_dim=100)
     generator = models.build_generator(cfg)
@@ -102,6 +117,7 @@ def test_tutorial_pair():
     assert generator.get_layer('project').count_params() == 1_254_400
 
 
+@requires_bfloat16
 def test_mixed_precision_outputs_stay_float32():
     keras.mixed_precision.set_global_policy('mixed_bfloat16')
     try:

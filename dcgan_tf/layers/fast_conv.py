@@ -14,9 +14,10 @@ runs on oneDNN's fast forward-convolution kernel (measured on a 2-core AVX512_BF
   slice of the kernel, so all s*s phases are one convolution to s*s*C channels and a depth_to_space
   ("sub-pixel" form): 2.2x-3x faster in float32 and bfloat16 for <= SUBPIXEL_MAX_CHANNELS channels.
 
-Only training uses them (inference goes through the Keras layer untouched), and only on a CPU: GPUs and
-TPUs were not measured. Same variables, same maths up to float rounding: checkpoints and exported models
-do not change.
+Only training uses them (inference goes through the Keras layer untouched), and only on a CPU whose
+TensorFlow runs on oneDNN: GPUs and TPUs were not measured, and TensorFlow's Eigen kernels (used where
+oneDNN is off) ran the plain ops faster. Same variables, same maths up to float rounding: checkpoints and
+exported models do not change.
 """
 
 from __future__ import annotations
@@ -92,22 +93,40 @@ def subpixel_conv_transpose(inputs: tf.Tensor, kernel: tf.Tensor, stride: int) -
 # --- when to use them ---
 
 
-def _on_cpu() -> bool:
-    return distribute.device_kind() == 'CPU'
+def onednn_cpu() -> bool:
+    """Whether the step runs on a CPU through oneDNN, whose slow ops the rewrites replace.
+
+    On TensorFlow's Eigen kernels (a CPU without oneDNN) the rewrites measured slower than the plain ops.
+    """
+    return distribute.device_kind() == 'CPU' and distribute.onednn_enabled()
 
 
-def use_forward_grad(mode: str, dtype: tf.DType, smaller_map: int) -> bool:
-    """Whether a layer computes its kernel gradient with `filter_gradient`."""
+def use_forward_grad(mode: str, dtype: tf.DType, smaller_map: int, on_onednn_cpu: bool | None = None) -> bool:
+    """Whether a layer computes its kernel gradient with `filter_gradient` (`on_onednn_cpu` None: probed)."""
     if mode != 'auto':
         return mode == 'all'
-    return dtype == tf.bfloat16 and smaller_map <= FORWARD_GRAD_MAX_SIZE and _on_cpu()
+    if dtype != tf.bfloat16 or smaller_map > FORWARD_GRAD_MAX_SIZE:
+        return False
+    return onednn_cpu() if on_onednn_cpu is None else on_onednn_cpu
 
 
-def use_subpixel(mode: str, channels: int, stride: int, padding: str, big: int, small: int) -> bool:
+def use_subpixel(
+    mode: str,
+    channels: int,
+    stride: int,
+    padding: str,
+    big: int,
+    small: int,
+    on_onednn_cpu: bool | None = None,
+) -> bool:
     """Whether a transposed convolution from `small` to `big` maps with `channels` outputs goes sub-pixel."""
     if padding != 'SAME' or stride == 1 or big != small * stride or mode == 'off':
         return False
-    return mode == 'all' or (channels <= SUBPIXEL_MAX_CHANNELS and _on_cpu())
+    if mode == 'all':
+        return True
+    if channels > SUBPIXEL_MAX_CHANNELS:
+        return False
+    return onednn_cpu() if on_onednn_cpu is None else on_onednn_cpu
 
 
 # --- the two ops with their gradients ---
