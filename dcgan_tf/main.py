@@ -138,7 +138,7 @@ def _main(argv: list[str]) -> None:
 
             bench.run(cfg)
         elif cfg.mode == 'prepare':
-            from dcgan_tf import prepare
+            from dcgan_tf.data import prepare
 
             prepare.prepare(cfg, cfg.out_dir)
         elif cfg.mode == 'evaluate':

@@ -15,7 +15,8 @@ import tensorflow_datasets as tfds
 from conftest import REPO_ROOT, tiny_config
 from PIL import Image
 
-from dcgan_tf import config, data, prepare
+from dcgan_tf import config, data
+from dcgan_tf.data import prepare
 
 skimage_data = pytest.importorskip('skimage.data')
 PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket', 'camera')  # varied sizes; camera is grayscale

@@ -29,10 +29,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from dcgan_tf import image_headers
 from dcgan_tf.config import Config, ConfigError, is_url, parse_crop
+from dcgan_tf.data import image_headers
 
-ASSETS_DIR = os.path.join(os.path.dirname(__file__), 'assets')
+ASSETS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'assets')
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp')
 IDX_FILES = {
     'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
