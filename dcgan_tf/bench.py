@@ -67,11 +67,11 @@ def model_name(cfg: Config) -> str:
     return f'{cfg.arch}-{size} (gf {cfg.gf_dim}, df {cfg.df_dim}, z {cfg.z_dim}, kernel {cfg.kernel_size})'
 
 
-def _in_memory_source(cfg: Config) -> data.Source:
+def _in_memory_source(cfg: Config) -> data.MemorySource:
     # Random pixels: the step's cost does not depend on what the images show.
     rng = np.random.default_rng(cfg.seed)
     shape = (NUM_EXAMPLES, cfg.resolution, cfg.resolution, cfg.channels)
-    return data.Source(name='in-memory random', images=rng.integers(0, 256, shape, dtype=np.uint8))
+    return data.MemorySource(name='in-memory random', images=rng.integers(0, 256, shape, dtype=np.uint8))
 
 
 def _timed_windows(run_window: Callable[[], None], num_windows: int) -> list[float]:
