@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from dcgan_tf import data, distribute, losses, models, train
+from dcgan_tf import images as images_lib
 from dcgan_tf.config import Config
 
 # In-memory images per benchmark: enough for several distinct batches, small enough for any host.
@@ -121,7 +122,7 @@ class _BaselineStep:
             keras.mixed_precision.set_global_policy(policy)
         self.g_optimizer = keras.optimizers.Adam(cfg.g_lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2)
         self.d_optimizer = keras.optimizers.Adam(cfg.d_lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2)
-        images = source.images.astype(np.float32) / 127.5 - 1.0
+        images = images_lib.to_unit_range(source.images)
         dataset = tf.data.Dataset.from_tensor_slices(images).shuffle(len(images), seed=cfg.seed)
         self.iterator = iter(dataset.repeat().batch(cfg.batch_size, drop_remainder=True))
         self.step_fn = tf.function(self._step)

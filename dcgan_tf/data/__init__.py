@@ -37,7 +37,7 @@ from dcgan_tf.data.prepared import (
     prepared_example,
     read_manifest,
 )
-from dcgan_tf.data.preprocess import decode_and_fit, fit_array, fit_image, to_unit_range, unit_range_array
+from dcgan_tf.data.preprocess import decode_and_fit, fit_array, fit_image, to_unit_range
 from dcgan_tf.data.tfds import find_image_feature
 
 __all__ = [
@@ -75,5 +75,4 @@ __all__ = [
     'steps_for_epochs',
     'take_images',
     'to_unit_range',
-    'unit_range_array',
 ]

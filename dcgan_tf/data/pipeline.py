@@ -11,10 +11,11 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from dcgan_tf import images as images_lib
 from dcgan_tf.config import Config
 from dcgan_tf.data import arrays, folder, lmdb, prepared, tfds
 from dcgan_tf.data.base import AUTOTUNE, DataError, SkipCounter, Source, pipeline_error
-from dcgan_tf.data.preprocess import decode_and_fit, to_unit_range, unit_range_array
+from dcgan_tf.data.preprocess import decode_and_fit, to_unit_range
 
 
 def load_source(cfg: Config, split: str = 'train') -> Source:
@@ -184,12 +185,12 @@ def fitted_examples(cfg: Config, source: Source, start: int = 0, stop: int | Non
 def take_images(source: Source, num: int, cfg: Config) -> np.ndarray:
     """The first `num` images of a source as float32 [-1, 1] (for grids and evaluation)."""
     if source.images is not None:
-        return unit_range_array(source.images[:num])
+        return images_lib.to_unit_range(source.images[:num])
     ds = fitted_examples(cfg, source, 0, min(source.num_examples, num * 2 + 16)).take(num)
     images = [x for x, _ in ds.as_numpy_iterator()]
     if len(images) < num:  # Many bad files near the start: take the whole source.
         images = [x for x, _ in fitted_examples(cfg, source).take(num).as_numpy_iterator()]
-    return unit_range_array(np.stack(images))
+    return images_lib.to_unit_range(np.stack(images))
 
 
 def steps_for_epochs(epochs: int, num_examples: int, batch_size: int) -> int:

@@ -72,11 +72,6 @@ def to_unit_range(image: tf.Tensor) -> tf.Tensor:
     return tf.cast(image, tf.float32) / 127.5 - 1.0
 
 
-def unit_range_array(images: np.ndarray) -> np.ndarray:
-    """The numpy twin of `to_unit_range`: uint8-valued [0, 255] -> float32 [-1, 1]."""
-    return np.asarray(images).astype(np.float32) / 127.5 - 1.0
-
-
 def fit_array(images: np.ndarray, resolution: int, channels: int, crop: str = 'center') -> np.ndarray:
     """Resizes/retints a whole in-memory uint8 array once, so batches need no per-step work."""
     if images.shape[-1] != channels:

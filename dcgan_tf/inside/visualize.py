@@ -193,7 +193,7 @@ def run(cfg: Config, workdir: str, out_dir: str) -> dict[str, Any]:
     # A D that never saw data: the same shape, another seed (as --mode=probe compares with).
     random_d = models.build_discriminator(run_cfg.replace(seed=run_cfg.seed + 1))
     train = _training_images(run_cfg)
-    pool = train[:FEATURE_POOL].astype(np.float32) / 127.5 - 1.0
+    pool = images.to_unit_range(train[:FEATURE_POOL])
     files, result = {}, {'step': step}
 
     def save(name: str, picture: np.ndarray) -> None:

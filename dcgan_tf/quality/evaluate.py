@@ -15,6 +15,7 @@ import tensorflow as tf
 from absl import logging
 
 from dcgan_tf import data, export, models
+from dcgan_tf import images as images_lib
 from dcgan_tf.config import Config, ConfigError
 from dcgan_tf.quality.features import FeatureNet, accumulate, build_feature_net
 from dcgan_tf.quality.metrics import FeatureStats, compare, is_better
@@ -38,14 +39,14 @@ def generator_batches(generate: Callable[[np.ndarray], np.ndarray], z_dim: int, 
 def array_batches(images: np.ndarray, num: int):
     """Batches of the first `num` uint8 images, scaled to [-1, 1]."""
     for start in range(0, min(num, len(images)), EVAL_BATCH):
-        yield images[start : min(start + EVAL_BATCH, num)].astype(np.float32) / 127.5 - 1.0
+        yield images_lib.to_unit_range(images[start : min(start + EVAL_BATCH, num)])
 
 
 def real_stats(cfg: Config, net: FeatureNet, num: int, split: str) -> FeatureStats:
     """Statistics of `num` real images of the configured data set's `split` (first images, fixed order)."""
     source = data.load_source(cfg, split)
     if source.images is None:
-        images = np.round((data.take_images(source, num, cfg) + 1.0) * 127.5).astype(np.uint8)
+        images = images_lib.to_uint8(data.take_images(source, num, cfg))
     else:
         images = source.images
     if len(images) < num:
@@ -64,7 +65,7 @@ def _generator_from_source(cfg: Config, workdir: str):
     if cfg.saved_model:
         loaded = export.load(cfg.saved_model, cfg.sampler)
         return (
-            lambda z: loaded.generate(z).astype(np.float32) / 127.5 - 1.0,
+            lambda z: images_lib.to_unit_range(loaded.generate(z)),
             loaded.z_dim,
             f'SavedModel {cfg.saved_model} ({cfg.sampler}, step {loaded.metadata.get("step")})',
         )
