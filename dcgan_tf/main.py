@@ -1,4 +1,4 @@
-"""Command line: `python -m dcgan_tf.main --flagfile=configs/X.cfg --mode=...` (or `dcgan-tf`).
+"""Command line: `python -m dcgan_tf --flagfile=X --mode=...` (or `python -m dcgan_tf.main`, `dcgan-tf`).
 
 Defines one absl flag per Config field, validates them before TensorFlow is imported, and makes
 one library call per mode. The only module that reads FLAGS.
@@ -13,7 +13,9 @@ import sys
 
 from absl import app, flags, logging
 
+import dcgan_tf
 from dcgan_tf import config as config_lib
+from dcgan_tf import flagfiles
 
 FLAGS = flags.FLAGS
 EXIT_USAGE = 2  # Bad flags or input: the convention of argparse and absl's usage errors.
@@ -47,7 +49,17 @@ def _fail(message: str) -> None:
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-    """absl's parser, but a bad flag is one sentence and exit status 2 rather than a usage dump."""
+    """absl's parser, but a bad flag is one sentence and exit status 2 rather than a usage dump.
+
+    `--version` prints the version; `--flagfile=NAME` may name a config shipped in the package.
+    """
+    if '--version' in argv[1:]:
+        print(f'dcgan_tf {dcgan_tf.__version__}')
+        sys.exit(0)
+    try:
+        argv = flagfiles.expand(argv)
+    except ValueError as e:  # A loop of shipped configs.
+        _fail(f'{e}.')
     try:
         return FLAGS(argv)
     except flags.Error as e:
