@@ -1,4 +1,4 @@
-"""CelebA, LSUN, any tfds set, LMDB, messy folders and prepared TFRecords (issue 6)."""
+"""CelebA, LSUN, any tfds set, LMDB, messy folders and prepared TFRecords."""
 
 import io
 import json
