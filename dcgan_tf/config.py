@@ -13,6 +13,8 @@ import os
 import re
 from typing import Any
 
+from dcgan_tf import flagfiles
+
 MODES = (
     'train',
     'export',
@@ -404,6 +406,11 @@ class Config:
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
+    @classmethod
+    def create(cls, **values: Any) -> Config:
+        """A validated Config from keyword arguments (for notebooks); ConfigError, one sentence, if bad."""
+        return validate(_typed(cls(), values, 'Config.create'))
+
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
@@ -720,6 +727,34 @@ def _parse_value(field: dataclasses.Field, text: str, where: str) -> Any:
             f'was started with.'
         )
     return value
+
+
+_TYPES = {'int': (int,), 'float': (int, float), 'bool': (bool,), 'str': (str,)}
+
+
+def _typed(base: Config, values: dict[str, Any], where: str) -> Config:
+    """`base` with `values`, each checked to be a known field of its type."""
+    for name, value in values.items():
+        if name not in _FIELDS:
+            raise ConfigError(
+                f'{where}: there is no setting {name!r}; the names are the flags of --helpfull.'
+            )
+        kind = _FIELDS[name].type
+        if not isinstance(value, _TYPES[kind]) or (kind != 'bool' and isinstance(value, bool)):
+            raise ConfigError(f'{where}: {name}={value!r} is not a{"n" if kind == "int" else ""} {kind}.')
+    return base.replace(**values)
+
+
+def from_flagfile(path: str, **overrides: Any) -> Config:
+    """A validated Config from a flagfile (or a shipped config's name, e.g. 'demo'), then `overrides`."""
+    try:
+        lines = flagfiles.read_flags(path)
+    except FileNotFoundError:
+        names = ', '.join(flagfiles.shipped_names())
+        raise ConfigError(f'{path} is neither a flagfile nor a shipped config ({names}).') from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ConfigError(f'{path} cannot be read as a flagfile ({e}).') from None
+    return validate(_typed(config_from_flagfile('\n'.join(lines), path), overrides, 'from_flagfile'))
 
 
 def config_from_flagfile(text: str, where: str) -> Config:

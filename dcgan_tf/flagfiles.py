@@ -63,3 +63,24 @@ def expand(argv: list[str]) -> list[str]:
         path = shipped_config(value) if value is not None and not os.path.exists(value) else None
         out += _expand_shipped(path, 0) if path else [arg]
     return out
+
+
+def read_flags(path: str, depth: int = 0) -> list[str]:
+    """The flag lines of the flagfile at `path` (or of the shipped config it names), nested ones expanded.
+
+    Raises FileNotFoundError when `path` is neither a file nor a shipped config's name.
+    """
+    if depth > _MAX_DEPTH:
+        raise ValueError(f'--flagfile={path} nests more than {_MAX_DEPTH} flagfiles deep (one names itself?)')
+    found = path if os.path.isfile(path) else shipped_config(path)
+    if found is None:
+        raise FileNotFoundError(path)
+    args = []
+    with open(found, encoding='utf-8') as f:
+        for line in f:
+            line = line.strip()
+            if not line.startswith('-'):
+                continue
+            nested = _flagfile_value(line)
+            args += read_flags(nested, depth + 1) if nested is not None else [line]
+    return args

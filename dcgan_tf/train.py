@@ -17,7 +17,7 @@ from absl import logging
 from dcgan_tf import data, distribute, images, models, safety
 from dcgan_tf import export as export_lib
 from dcgan_tf import workdir as workdir_lib
-from dcgan_tf.config import Config, ConfigError, to_flagfile
+from dcgan_tf.config import Config, ConfigError, to_flagfile, validate
 from dcgan_tf.progress import Progress
 from dcgan_tf.quality import evaluate
 from dcgan_tf.trainer import METRIC_KEYS, Trainer, fixed_noise
@@ -290,8 +290,10 @@ def train_and_evaluate(
     Writes config.cfg, checkpoints/, tensorboard/train, samples/ (fixed-z grids every
     --sample_every steps, progress.gif and losses.png at the end), metrics.jsonl and saved_model/.
     The chief holds the workdir's lock throughout (a second trainer is refused); SIGINT/SIGTERM stop
-    the run with a checkpoint, or at once during start-up (safety.GracefulStop).
+    the run with a checkpoint, or at once during start-up (safety.GracefulStop). `cfg` is validated
+    first (ConfigError, one sentence): `Config.create` and `config.from_flagfile` make valid ones.
     """
+    cfg = validate(cfg)
     strategy = strategy or distribute.create_strategy(cfg)
     with workdir_lock.RunLock(workdir, enabled=distribute.is_chief(strategy)) as lock:
         with safety.GracefulStop(interrupt_start_up=True, cleanup=lock.release) as stop:
