@@ -14,9 +14,10 @@ import math
 import keras
 from keras import layers
 
-from dcgan_tf import distribute, dropout, fast_conv, leaky_relu
+from dcgan_tf import distribute
 from dcgan_tf.config import Config
-from dcgan_tf.fused_bn import FusedBatchNormalization
+from dcgan_tf.layers import dropout, fast_conv, leaky_relu
+from dcgan_tf.layers.fused_bn import FusedBatchNormalization
 
 
 def _weights_init(seed: int) -> keras.initializers.Initializer:

@@ -6,8 +6,9 @@ import pytest
 from conftest import requires_bfloat16, tiny_config
 from keras import layers
 
-from dcgan_tf import leaky_relu, models
-from dcgan_tf.fused_bn import FusedBatchNormalization
+from dcgan_tf import models
+from dcgan_tf.layers import leaky_relu
+from dcgan_tf.layers.fused_bn import FusedBatchNormalization
 
 
 @pytest.mark.parametrize('resolution', [28, 32, 64, 128])
