@@ -35,7 +35,17 @@ DATASET_PREFIXES = ('lsun/', 'tfds:', 'tfrecord:')
 RESOLUTIONS = (16, 28, 32, 64, 128)
 # Flags that change the shape of a model or its checkpoint: a workdir trained with other values
 # cannot be resumed with these.
-MODEL_FLAGS = ('arch', 'resolution', 'channels', 'z_dim', 'gf_dim', 'df_dim', 'kernel_size')
+MODEL_FLAGS = (
+    'arch',
+    'resolution',
+    'channels',
+    'z_dim',
+    'gf_dim',
+    'df_dim',
+    'kernel_size',
+    'g_extra_layers',
+    'd_extra_layers',
+)
 # Flags that act on a folder or pick a tool rather than define the training, so a workdir's config.cfg
 # leaves them out: re-running it must never delete the run (--overwrite), switch to another mode, or
 # write a sampling tool's output (--out, --out_dir, --saved_model) where the run was started from.
@@ -104,6 +114,16 @@ class Config:
         5,
         "Side of every convolution kernel of the dcgan G and D (5 in the paper's code; 4, a multiple of the "
         'stride 2, gives every output pixel as many taps: no checkerboard from uneven overlap).',
+    )
+    g_extra_layers: int = _field(
+        0,
+        "Stride-1 3x3 convolutions (BatchNorm + ReLU) after the dcgan generator's projection, at its "
+        'smallest map: depth where few stride-2 layers fit (two at 28x28).',
+    )
+    d_extra_layers: int = _field(
+        0,
+        "Stride-1 3x3 convolutions (BatchNorm + LeakyReLU) after the dcgan discriminator's last "
+        'stride-2 layer.',
     )
     # --- optimisation ---
     batch_size: int = _field(128, 'Global batch size (split across replicas).')
@@ -356,6 +376,9 @@ def validate(cfg: Config) -> Config:
     ):
         value = getattr(cfg, name)
         _require(value > 0, f'--{name}={value} must be a positive integer.')
+    for name in ('g_extra_layers', 'd_extra_layers'):
+        value = getattr(cfg, name)
+        _require(0 <= value <= 8, f'--{name}={value} must be between 0 and 8.')
     _require(
         2 <= cfg.kernel_size <= 9,
         f'--kernel_size={cfg.kernel_size} must be between 2 (the stride: no output pixel left out) and 9.',
