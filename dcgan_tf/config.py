@@ -37,7 +37,18 @@ DATASET_PREFIXES = ('lsun/', 'tfds:', 'tfrecord:')
 RESOLUTIONS = (16, 28, 32, 64, 128)
 # Flags that change the shape of a model or its checkpoint: a workdir trained with other values
 # cannot be resumed with these.
-MODEL_FLAGS = ('arch', 'resolution', 'channels', 'z_dim', 'gf_dim', 'df_dim', 'kernel_size', 'upsample')
+MODEL_FLAGS = (
+    'arch',
+    'resolution',
+    'channels',
+    'z_dim',
+    'gf_dim',
+    'df_dim',
+    'kernel_size',
+    'g_extra_layers',
+    'd_extra_layers',
+    'upsample',
+)
 # Flags that act on a folder or pick a tool rather than define the training, so a workdir's config.cfg
 # leaves them out: re-running it must never delete the run (--overwrite), switch to another mode, or
 # write a sampling tool's output (--out, --out_dir, --saved_model) where the run was started from.
@@ -199,6 +210,18 @@ class Config:
         "How the dcgan G doubles its maps: transpose (stride-2 transposed convolutions, the paper's) or "
         'resize (nearest-neighbour upsampling, then a stride-1 convolution: no checkerboard artifacts).',
         ('transpose', 'resize'),
+    )
+    g_extra_layers: int = _field(
+        0,
+        "Stride-1 3x3 convolutions (BatchNorm + ReLU) after the dcgan generator's projection, at its "
+        'smallest map: depth where few stride-2 layers fit (two at 28x28).',
+        bound=Bound(0, 8),
+    )
+    d_extra_layers: int = _field(
+        0,
+        "Stride-1 3x3 convolutions (BatchNorm + LeakyReLU) after the dcgan discriminator's last "
+        'stride-2 layer.',
+        bound=Bound(0, 8),
     )
     # --- optimisation ---
     augment: str = _field(
@@ -480,7 +503,7 @@ def validate_model_flags(cfg: Config) -> None:
         f'--resolution={cfg.resolution} is not supported; use one of {", ".join(map(str, RESOLUTIONS))}.',
     )
     _require(cfg.channels in (1, 3), f'--channels={cfg.channels} must be 1 or 3.')
-    for name in ('z_dim', 'gf_dim', 'df_dim', 'kernel_size'):
+    for name in ('z_dim', 'gf_dim', 'df_dim', 'kernel_size', 'g_extra_layers', 'd_extra_layers'):
         _check_number(_FIELDS[name], getattr(cfg, name))
     _require(
         cfg.arch != 'tutorial' or (cfg.resolution == 28 and cfg.channels == 1),
