@@ -1,19 +1,16 @@
-"""The run's configuration: one frozen dataclass, its validation, and its flagfile form.
+"""The run's configuration: one frozen dataclass of every flag, with its bounds and help.
 
 Every command-line flag is a field here (main.py defines the absl flags from these fields), so library
-code and tests build a Config directly. Nothing in this module imports TensorFlow: validation runs
-before any heavy import, so a bad value fails in well under a second.
+code and tests build a Config directly. Its checks are in validation.py and its text form in
+flagfile_io.py; both are re-exported here. Nothing imports TensorFlow: validation runs before any heavy
+import, so a bad value fails in well under a second.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import re
 from typing import Any
-
-from dcgan_tf import flagfiles
 
 MODES = (
     'train',
@@ -113,6 +110,11 @@ class Bound:
         return f'between {low} and {high}'
 
 
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
 def _number(value: float | None) -> str:
     return str(int(value)) if value is not None and value == int(value) else str(value)
 
@@ -138,16 +140,14 @@ def bound_of(field: dataclasses.Field) -> Bound | None:
     return field.metadata['bound'] or NON_NEGATIVE
 
 
-def _check_number(field: dataclasses.Field, value: float) -> None:
+def check_number(field: dataclasses.Field, value: float) -> None:
     is_int = field.type == 'int'
     bound = bound_of(field)
     if is_int:
-        _require(
-            abs(value) < INT_LIMIT, f'--{field.name}={value} must be {bound.describe(True)} below 2**62.'
-        )
+        require(abs(value) < INT_LIMIT, f'--{field.name}={value} must be {bound.describe(True)} below 2**62.')
     else:
-        _require(math.isfinite(value), f'--{field.name}={value} must be a finite number.')
-    _require(bound.accepts(value), f'--{field.name}={value} must be {bound.describe(is_int)}.')
+        require(math.isfinite(value), f'--{field.name}={value} must be a finite number.')
+    require(bound.accepts(value), f'--{field.name}={value} must be {bound.describe(is_int)}.')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -479,10 +479,10 @@ class Config:
     @classmethod
     def create(cls, **values: Any) -> Config:
         """A validated Config from keyword arguments (for notebooks); ConfigError, one sentence, if bad."""
-        return validate(_typed(cls(), values, 'Config.create'))
+        return validate(typed_config(cls(), values, 'Config.create'))
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
 
 def field_help(name: str) -> tuple[str, tuple[str, ...] | None]:
@@ -491,409 +491,39 @@ def field_help(name: str) -> tuple[str, tuple[str, ...] | None]:
     return field.metadata['help'], field.metadata['choices']
 
 
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
+# The checks and the flagfile form live in their own modules; `config.validate` etc. stay the API.
+from dcgan_tf.flagfile_io import (  # noqa: E402
+    config_from_flagfile,
+    from_flagfile,
+    parse_flagfile,
+    to_flagfile,
+    typed_config,
+)
+from dcgan_tf.validation import (  # noqa: E402
+    AUGMENT_OPS,
+    parse_augment_policy,
+    parse_crop,
+    parse_indices,
+    parse_labels_per_class,
+    validate,
+    validate_model_flags,
+)
 
-
-def validate_model_flags(cfg: Config) -> None:
-    """The checks a model can be built from (also run on a workdir's recorded flags)."""
-    _require(
-        cfg.resolution in RESOLUTIONS,
-        f'--resolution={cfg.resolution} is not supported; use one of {", ".join(map(str, RESOLUTIONS))}.',
-    )
-    _require(cfg.channels in (1, 3), f'--channels={cfg.channels} must be 1 or 3.')
-    for name in ('z_dim', 'gf_dim', 'df_dim', 'kernel_size', 'g_extra_layers', 'd_extra_layers'):
-        _check_number(_FIELDS[name], getattr(cfg, name))
-    _require(
-        cfg.arch != 'tutorial' or (cfg.resolution == 28 and cfg.channels == 1),
-        f"--arch=tutorial is the TF tutorial's MNIST pair: it needs --resolution=28 and "
-        f'--channels=1, not {cfg.resolution} and {cfg.channels}.',
-    )
-
-
-AUGMENT_OPS = ('color', 'translation', 'cutout')
-
-
-def parse_augment_policy(policy: str) -> tuple[str, ...]:
-    """'color,translation' -> ('color', 'translation'); ConfigError naming an unknown part."""
-    parts = tuple(p.strip() for p in policy.split(',') if p.strip())
-    unknown = [p for p in parts if p not in AUGMENT_OPS]
-    _require(
-        parts and not unknown,
-        f'--augment_policy={policy!r} is not a comma-separated list of {", ".join(AUGMENT_OPS)} '
-        f'({"unknown: " + ", ".join(unknown) if unknown else "empty"}).',
-    )
-    return parts
-
-
-def validate(cfg: Config) -> Config:
-    """Checks values and combinations; raises ConfigError with one sentence naming the culprit."""
-    for f in dataclasses.fields(Config):
-        choices = f.metadata['choices']
-        value = getattr(cfg, f.name)
-        if choices is not None:
-            _require(value in choices, f'--{f.name}={value!r} is not one of: {", ".join(choices)}.')
-    for f in dataclasses.fields(Config):
-        if bound_of(f) is not None and f.name not in MODEL_FLAGS:
-            _check_number(f, getattr(cfg, f.name))
-    validate_model_flags(cfg)
-    if cfg.augment == 'diffaugment':
-        parse_augment_policy(cfg.augment_policy)
-    if cfg.mode == 'train':
-        _require(
-            cfg.train_steps > 0 or cfg.epochs > 0, 'Set --train_steps or --epochs to say how long to train.'
-        )
-    if cfg.dataset == 'folder':
-        _check_data_dir(cfg.data_dir, '--dataset=folder needs --data_dir, a folder of images.')
-    if cfg.dataset in ('mnist', 'fashion_mnist') and cfg.data_dir:
-        _check_data_dir(cfg.data_dir, '')
-    _require(bool(cfg.workdir), '--workdir must not be empty.')
-    _validate_sampling(cfg)
-    _validate_distribution(cfg)
-    _validate_evaluation(cfg)
-    _validate_data_sets(cfg)
-    _validate_inside(cfg)
-    _validate_tf_tools(cfg)
-    return cfg
-
-
-def _validate_tf_tools(cfg: Config) -> None:
-    # The 2015-12-05 graph that published FIDs use is a TF1 GraphDef (pytorch-fid and clean-fid ship it as
-    # a .pth); Keras' InceptionV3 cannot load either, so say what to use instead of failing inside Keras.
-    _require(
-        os.path.splitext(cfg.inception_weights)[1].lower() not in ('.pb', '.pth', '.pt'),
-        f'--inception_weights={cfg.inception_weights} looks like the FID Inception graph of published '
-        f'FIDs, which --feature_net=inception cannot load (it takes Keras InceptionV3 .h5 weights); for '
-        f'paper-comparable FIDs write a folder with --mode=sample --out_dir and score it with clean-fid.',
-    )
-    _require(
-        cfg.format == 'saved_model' or cfg.mode == 'export',
-        f'--format={cfg.format} applies to --mode=export, not --mode={cfg.mode}.',
-    )
-    _require(
-        not cfg.serving_version or cfg.format == 'saved_model',
-        f'--serving_version={cfg.serving_version} applies to --format=saved_model (TF Serving serves '
-        f'SavedModels), not {cfg.format}.',
-    )
-    _require(
-        not cfg.serving_version or cfg.mode == 'export',
-        f'--serving_version={cfg.serving_version} applies to --mode=export, not --mode={cfg.mode}.',
-    )
-    if cfg.model:
-        _require(
-            cfg.mode == 'sample',
-            f'--model={cfg.model} (a TFLite generator) is read by --mode=sample only; --mode={cfg.mode} '
-            f'takes --saved_model.',
-        )
-        _require(
-            is_url(cfg.model) or os.path.isfile(cfg.model),
-            f'--model={cfg.model} does not exist; write one with --mode=export --format=tflite.',
-        )
-
-
-def _validate_inside(cfg: Config) -> None:
-    _require(bool(cfg.host.strip()), '--host must not be empty (127.0.0.1 serves this machine only).')
-    if cfg.mode == 'visualize':
-        _require(
-            bool(cfg.out_dir), '--mode=visualize needs --out_dir, the folder to write its pictures into.'
-        )
-        path = cfg.classifier_path
-        _require(
-            not path or path.startswith('gs://') or os.path.isfile(path),
-            f'--classifier_path={path} does not exist; train one with --mode=train_classifier.',
-        )
-
-
-def parse_labels_per_class(text: str) -> list[int]:
-    """'10,100,all' -> [10, 100, 0] (0: every labelled example); ConfigError on anything else."""
-    counts = []
-    for part in (p.strip() for p in text.split(',') if p.strip()):
-        if part == 'all':
-            counts.append(0)
-        elif part.isdigit() and int(part) > 0:
-            counts.append(int(part))
-        else:
-            raise ConfigError(
-                f'--probe_labels_per_class={text!r} must be positive counts and/or all, e.g. 10,100,all.'
-            )
-    _require(bool(counts), '--probe_labels_per_class is empty: give counts and/or all, e.g. 100,all.')
-    return counts
-
-
-def _validate_evaluation(cfg: Config) -> None:
-    positive = ('eval_samples', 'kid_subsets', 'kid_subset_size', 'classifier_epochs', 'probe_test_examples')
-    for name in positive:
-        value = getattr(cfg, name)
-        _require(value > 0, f'--{name}={value} must be a positive integer.')
-    for name in ('eval_every', 'eval_real_samples', 'classifier_train_examples'):
-        value = getattr(cfg, name)
-        _require(value >= 0, f'--{name}={value} must not be negative.')
-    _require(cfg.eval_samples >= 2, f'--eval_samples={cfg.eval_samples} must be at least 2 (a covariance).')
-    parse_labels_per_class(cfg.probe_labels_per_class)
-    needs_classifier = cfg.feature_net != 'inception' and (
-        cfg.mode == 'evaluate' or (cfg.mode == 'train' and cfg.eval_every > 0)
-    )
-    if needs_classifier and not is_url(cfg.classifier_path):
-        _require(
-            bool(cfg.classifier_path),
-            f'--feature_net={cfg.feature_net} needs --classifier_path, a .keras file written by '
-            f'--mode=train_classifier --dataset={cfg.feature_net}.',
-        )
-        _require(
-            os.path.isfile(cfg.classifier_path),
-            f'--classifier_path={cfg.classifier_path} does not exist; train one with '
-            f'--mode=train_classifier.',
-        )
-    weights = cfg.inception_weights
-    if cfg.feature_net == 'inception' and weights not in ('imagenet', 'none') and not is_url(weights):
-        _require(os.path.isfile(weights), f'--inception_weights={weights} is not a file (or imagenet, none).')
-    _require(
-        not (cfg.mode == 'evaluate' and cfg.eval_source == 'real' and cfg.dataset == 'embedded'),
-        '--eval_source=real --dataset=embedded would compare the embedded digits with themselves (they are '
-        'the one MNIST test split, so train and test are the same images); measure the floor with '
-        '--dataset=mnist --data_dir=<the four MNIST IDX files>.',
-    )
-    if cfg.mode == 'train_classifier':
-        _require(
-            cfg.dataset in ('mnist', 'fashion_mnist'),
-            f'--mode=train_classifier needs --dataset=mnist or fashion_mnist, not {cfg.dataset}.',
-        )
-
-
-# 'GPU:0', '/gpu:1', '/device:CPU:0', '/job:worker/replica:0/task:1/device:GPU:0'.
-_DEVICE_RE = re.compile(r'^(/job:\w+(/replica:\d+)?(/task:\d+)?)?/?(device:)?(cpu|gpu|tpu):\d+$', re.I)
-
-
-def _validate_distribution(cfg: Config) -> None:
-    devices = [d.strip() for d in cfg.devices.split(',') if d.strip()]
-    for device in devices:
-        _require(
-            bool(_DEVICE_RE.match(device)),
-            f'--devices={cfg.devices} has {device!r}, which is not a device name like GPU:0 or CPU:0.',
-        )
-    _require(
-        not devices or cfg.strategy in ('one_device', 'mirrored', 'auto'),
-        f'--devices only applies to --strategy=one_device or mirrored, not {cfg.strategy}.',
-    )
-    _require(
-        cfg.strategy != 'one_device' or len(devices) <= 1,
-        f'--strategy=one_device takes one device, not {cfg.devices}; use --strategy=mirrored for several.',
-    )
-    _require(
-        not cfg.tpu or cfg.strategy in ('tpu', 'auto'),
-        f'--tpu={cfg.tpu} only applies to --strategy=tpu (or auto), not {cfg.strategy}.',
-    )
-
-
-def parse_indices(text: str, flag: str) -> list[int]:
-    """'1,2, 5' -> [1, 2, 5]; ConfigError naming the flag when it is empty or not integers."""
-    try:
-        values = [int(part) for part in text.split(',') if part.strip()]
-    except ValueError:
-        raise ConfigError(f'--{flag}={text!r} must be comma-separated integers, e.g. 0,4,7.') from None
-    _require(bool(values), f'--{flag} is empty: give comma-separated indices, e.g. 0,4,7.')
-    return values
-
-
-def _validate_sampling(cfg: Config) -> None:
-    _require(0 <= cfg.ema_decay < 1, f'--ema_decay={cfg.ema_decay} must be in [0, 1) (0 turns it off).')
-    _require(
-        2 <= cfg.ema_warmup <= 1e6,
-        f'--ema_warmup={cfg.ema_warmup} must be between 2 (a plain mean of every step) and 1e6.',
-    )
-    if cfg.mode not in (*SAVED_MODEL_MODES, 'ablate'):
-        return
-    _require(0 <= cfg.seed <= MAX_SEED, f'--seed={cfg.seed} must be between 0 and 2**63 - 1.')
-    # One call holds its images in memory; --mode=sample --out_dir streams them to files instead.
-    streamed = cfg.mode == 'sample' and cfg.out_dir
-    limit = MAX_STREAMED_SAMPLES if streamed else MAX_SAMPLES
-    more = (
-        f' (up to {MAX_STREAMED_SAMPLES:,} with --out_dir, streamed to files)' if cfg.mode == 'sample' else ''
-    )
-    _require(0 < cfg.num <= limit, f'--num={cfg.num} must be between 1 and {limit:,} images{more}.')
-    _require(0 < cfg.num_walks <= 256, f'--num_walks={cfg.num_walks} must be between 1 and 256.')
-    _require(2 <= cfg.interp_steps <= 1024, f'--interp_steps={cfg.interp_steps} must be between 2 and 1024.')
-    _require(
-        0 <= cfg.perturb_scale < 100 and cfg.perturb_scale == cfg.perturb_scale,
-        f'--perturb_scale={cfg.perturb_scale} must be a small non-negative number.',
-    )
-    if cfg.mode in SAVED_MODEL_MODES and not cfg.model:
-        path = cfg.saved_model or os.path.join(cfg.workdir, 'saved_model')
-        if not is_url(path):
-            _require(
-                os.path.isdir(path),
-                f'--saved_model={path} does not exist; export one with --mode=export --workdir=<run>.',
-            )
-            _require(
-                os.path.isfile(os.path.join(path, 'saved_model.pb')),
-                f'--saved_model={path} is not a SavedModel folder (no saved_model.pb in it).',
-            )
-    if cfg.mode == 'arithmetic':
-        _require(bool(cfg.z_file), '--mode=arithmetic needs --z_file, the z .npy written by --mode=sample.')
-        _require(is_url(cfg.z_file) or os.path.isfile(cfg.z_file), f'--z_file={cfg.z_file} does not exist.')
-        for name in ('group_a', 'group_b', 'group_c'):
-            indices = parse_indices(getattr(cfg, name), name)
-            _require(min(indices) >= 0, f'--{name}={getattr(cfg, name)} has a negative index.')
-    if cfg.mode == 'ablate' and cfg.ablate_filters and not cfg.ablate_filters.startswith('top:'):
-        parse_indices(cfg.ablate_filters, 'ablate_filters')
-
-
-def parse_crop(text: str) -> tuple[str, int]:
-    """'center' -> ('center', 0); 'center:108' -> ('center', 108); 'none' -> ('none', 0)."""
-    kind, _, size = text.partition(':')
-    if kind == 'none' and not size:
-        return 'none', 0
-    if kind == 'center' and (not size or (size.isdigit() and int(size) > 0)):
-        return 'center', int(size or 0)
-    raise ConfigError(f'--crop={text!r} must be center, center:N (N a positive size, e.g. 108) or none.')
-
-
-def _validate_data_sets(cfg: Config) -> None:
-    dataset = cfg.dataset
-    prefix = next((p for p in DATASET_PREFIXES if dataset.startswith(p)), None)
-    _require(
-        dataset in DATASETS or (prefix is not None and len(dataset) > len(prefix)),
-        f'--dataset={dataset!r} is not one of: {", ".join(DATASETS)}, lsun/<category>, tfds:<name>, '
-        f'tfrecord:<folder>.',
-    )
-    parse_crop(cfg.crop)
-    _require(cfg.eval_holdout >= 0, f'--eval_holdout={cfg.eval_holdout} must not be negative.')
-    _require(cfg.shard_mb > 0, f'--shard_mb={cfg.shard_mb} must be a positive integer.')
-    _require(cfg.cache_mb >= 0, f'--cache_mb={cfg.cache_mb} must not be negative.')
-    if dataset == 'lsun_lmdb':
-        _check_data_dir(cfg.data_dir, '--dataset=lsun_lmdb needs --data_dir, e.g. .../bedroom_train_lmdb.')
-        if not is_url(cfg.data_dir):
-            _require(
-                os.path.isfile(os.path.join(cfg.data_dir, 'data.mdb')),
-                f'--data_dir={cfg.data_dir} is not an LMDB folder (no data.mdb in it).',
-            )
-    folder = dataset[len('tfrecord:') :]
-    if dataset.startswith('tfrecord:') and not is_url(folder):
-        _require(
-            os.path.isfile(os.path.join(folder, 'manifest.json')),
-            f'--dataset={dataset}: {folder} holds no manifest.json; write one with --mode=prepare '
-            f'--out_dir={folder}.',
-        )
-    if cfg.mode == 'prepare':
-        _require(bool(cfg.out_dir), '--mode=prepare needs --out_dir, the folder to write TFRecords into.')
-        _require(
-            os.path.abspath(cfg.out_dir) != os.path.abspath(cfg.data_dir or '.'),
-            f'--out_dir={cfg.out_dir} must differ from --data_dir (prepare writes beside the source).',
-        )
-
-
-def _check_data_dir(path: str, missing_message: str) -> None:
-    if is_url(path):
-        return  # Checked by TensorFlow's file system when read; not reachable without it.
-    _require(bool(path), missing_message)
-    _require(os.path.isdir(path), f'--data_dir={path} does not exist or is not a folder.')
-    _require(
-        any(files for _, _, files in os.walk(path)),
-        f"--data_dir={path} is empty: put the data set's files there.",
-    )
-
-
-def to_flagfile(cfg: Config) -> str:
-    """The Config as an absl flagfile that re-runs the same training (`--flagfile=config.cfg`)."""
-    lines = ['# Resolved flags of this run; re-run (or resume) it with --flagfile=<this file>.']
-    for f in dataclasses.fields(Config):
-        if f.name in NOT_RECORDED:
-            continue
-        value = getattr(cfg, f.name)
-        if isinstance(value, bool):
-            value = 'true' if value else 'false'
-        lines.append(f'--{f.name}={value}')
-    return '\n'.join(lines) + '\n'
-
-
-_FLAG_LINE = re.compile(r'--?[A-Za-z_]\w*(=.*)?')
-_BOOLS = {'true': True, '1': True, 't': True, 'false': False, '0': False, 'f': False}  # absl's spellings.
-
-
-def parse_flagfile(text: str, where: str) -> dict[str, str]:
-    """`--name=value` lines (absl's flagfile form) -> raw strings by name.
-
-    Blank and `#` lines are skipped; `--flag` / `--noflag` are booleans. Raises ConfigError naming
-    `where` (e.g. the file) and the first line that is not a flag.
-    """
-    fields = {f.name for f in dataclasses.fields(Config)}
-    values = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith('#'):
-            continue
-        if not _FLAG_LINE.fullmatch(line):
-            raise ConfigError(
-                f'{where} is not a flagfile: line {number} ({line[:40]!r}) is not a --name=value flag; '
-                f'correct or remove that line.'
-            )
-        name, equals, value = line.lstrip('-').partition('=')
-        if not equals:
-            name, value = (
-                (name[2:], 'false') if name.startswith('no') and name[2:] in fields else (name, 'true')
-            )
-        values[name] = value
-    return values
-
-
-def _parse_value(field: dataclasses.Field, text: str, where: str) -> Any:
-    kinds = {'int': 'an integer', 'float': 'a number', 'bool': 'true or false', 'str': 'text'}
-    try:
-        if field.type == 'bool':
-            return _BOOLS[text.lower()]
-        value = {'int': int, 'float': float, 'str': str}[field.type](text)
-    except (KeyError, ValueError):
-        value = None
-    choices = field.metadata['choices']
-    if value is None or (choices and value not in choices):
-        expected = f'one of {", ".join(choices)}' if choices else kinds[field.type]
-        raise ConfigError(
-            f'{where} holds --{field.name}={text}, which is not {expected}; correct it to the value the run '
-            f'was started with.'
-        )
-    return value
-
-
-_TYPES = {'int': (int,), 'float': (int, float), 'bool': (bool,), 'str': (str,)}
-
-
-def _typed(base: Config, values: dict[str, Any], where: str) -> Config:
-    """`base` with `values`, each checked to be a known field of its type."""
-    for name, value in values.items():
-        if name not in _FIELDS:
-            raise ConfigError(
-                f'{where}: there is no setting {name!r}; the names are the flags of --helpfull.'
-            )
-        kind = _FIELDS[name].type
-        if not isinstance(value, _TYPES[kind]) or (kind != 'bool' and isinstance(value, bool)):
-            raise ConfigError(f'{where}: {name}={value!r} is not a{"n" if kind == "int" else ""} {kind}.')
-    return base.replace(**values)
-
-
-def from_flagfile(path: str, **overrides: Any) -> Config:
-    """A validated Config from a flagfile (or a shipped config's name, e.g. 'demo'), then `overrides`."""
-    try:
-        lines = flagfiles.read_flags(path)
-    except FileNotFoundError:
-        names = ', '.join(flagfiles.shipped_names())
-        raise ConfigError(f'{path} is neither a flagfile nor a shipped config ({names}).') from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise ConfigError(f'{path} cannot be read as a flagfile ({e}).') from None
-    return validate(_typed(config_from_flagfile('\n'.join(lines), path), overrides, 'from_flagfile'))
-
-
-def config_from_flagfile(text: str, where: str) -> Config:
-    """The Config a flagfile (e.g. a workdir's config.cfg) describes; flags it omits keep their defaults.
-
-    Unknown names are ignored (a file of another version of this program); a value that does not parse
-    or a model that cannot be built raises ConfigError naming `where`.
-    """
-    raw = parse_flagfile(text, where)
-    fields = [f for f in dataclasses.fields(Config) if f.name in raw]
-    cfg = Config(**{f.name: _parse_value(f, raw[f.name], where) for f in fields})
-    try:
-        validate_model_flags(cfg)
-    except ConfigError as e:
-        raise ConfigError(f'{where} holds a model that cannot be built: {e}') from None
-    return cfg
+__all__ = [
+    'AUGMENT_OPS',
+    'Bound',
+    'Config',
+    'ConfigError',
+    'config_from_flagfile',
+    'field_help',
+    'from_flagfile',
+    'is_url',
+    'parse_augment_policy',
+    'parse_crop',
+    'parse_flagfile',
+    'parse_indices',
+    'parse_labels_per_class',
+    'to_flagfile',
+    'validate',
+    'validate_model_flags',
+]
