@@ -13,8 +13,8 @@ import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from dcgan_tf import classifier  # noqa: E402
 from dcgan_tf.config import Config  # noqa: E402
+from dcgan_tf.quality import classifier  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA_DIRS = {

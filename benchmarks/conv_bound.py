@@ -39,7 +39,7 @@ def _ops(layer, batch: int, dtype, rewrites: bool):
     """(name, how many per step, fn, args, GFLOP) for the three ops of one convolution layer."""
     import tensorflow as tf  # noqa: PLC0415
 
-    from dcgan_tf import fast_conv  # noqa: PLC0415
+    from dcgan_tf.layers import fast_conv  # noqa: PLC0415
 
     transpose = isinstance(layer, fast_conv.Conv2DTranspose)
     k, s, padding = layer.kernel_size[0], layer.strides[0], layer.padding.upper()
@@ -109,7 +109,8 @@ def main(argv) -> None:
     del argv
     import tensorflow as tf  # noqa: PLC0415
 
-    from dcgan_tf import fast_conv, models  # noqa: PLC0415
+    from dcgan_tf import models  # noqa: PLC0415
+    from dcgan_tf.layers import fast_conv  # noqa: PLC0415
 
     cfg = cli.build_config()
     layers = [

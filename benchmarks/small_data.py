@@ -28,7 +28,8 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from dcgan_tf import data, spectrum  # noqa: E402
+from dcgan_tf import data  # noqa: E402
+from dcgan_tf.quality import spectrum  # noqa: E402
 
 FILES = ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz')
 TEST_FILES = ('t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz')

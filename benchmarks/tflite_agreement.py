@@ -16,7 +16,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import numpy as np  # noqa: E402
 
-from dcgan_tf import evaluate, export, tflite  # noqa: E402
+from dcgan_tf import export, tflite  # noqa: E402
+from dcgan_tf.quality import evaluate  # noqa: E402
 
 
 def _class_metrics(net, pictures: np.ndarray) -> dict[str, float]:

@@ -26,8 +26,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dcgan_tf import data, distribute, losses, models, summary, train
+from dcgan_tf import data, distribute, losses, models, train
+from dcgan_tf import images as images_lib
 from dcgan_tf.config import Config
+from dcgan_tf.inside import summary
 
 # In-memory images per benchmark: enough for several distinct batches, small enough for any host.
 NUM_EXAMPLES = 1024
@@ -69,11 +71,11 @@ def model_name(cfg: Config) -> str:
     return f'{cfg.arch}-{size} (gf {cfg.gf_dim}, df {cfg.df_dim}, z {cfg.z_dim}, kernel {cfg.kernel_size})'
 
 
-def _in_memory_source(cfg: Config) -> data.Source:
+def _in_memory_source(cfg: Config) -> data.MemorySource:
     # Random pixels: the step's cost does not depend on what the images show.
     rng = np.random.default_rng(cfg.seed)
     shape = (NUM_EXAMPLES, cfg.resolution, cfg.resolution, cfg.channels)
-    return data.Source(name='in-memory random', images=rng.integers(0, 256, shape, dtype=np.uint8))
+    return data.MemorySource(name='in-memory random', images=rng.integers(0, 256, shape, dtype=np.uint8))
 
 
 def _whole_batches(images: np.ndarray, batch_size: int) -> list[np.ndarray]:
@@ -142,7 +144,7 @@ class _BaselineStep:
             keras.mixed_precision.set_global_policy(policy)
         self.g_optimizer = keras.optimizers.Adam(cfg.g_lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2)
         self.d_optimizer = keras.optimizers.Adam(cfg.d_lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2)
-        images = source.images.astype(np.float32) / 127.5 - 1.0
+        images = images_lib.to_unit_range(source.images)
         if jit_compile:
             # What the XLA guide's reader writes: one compiled step, batches already in device memory.
             batches = [tf.constant(b) for b in _whole_batches(images, cfg.batch_size)]

@@ -13,6 +13,8 @@ import os
 import re
 from typing import Any
 
+from dcgan_tf import flagfiles
+
 MODES = (
     'train',
     'export',
@@ -35,7 +37,18 @@ DATASET_PREFIXES = ('lsun/', 'tfds:', 'tfrecord:')
 RESOLUTIONS = (16, 28, 32, 64, 128)
 # Flags that change the shape of a model or its checkpoint: a workdir trained with other values
 # cannot be resumed with these.
-MODEL_FLAGS = ('arch', 'resolution', 'channels', 'z_dim', 'gf_dim', 'df_dim', 'kernel_size', 'upsample')
+MODEL_FLAGS = (
+    'arch',
+    'resolution',
+    'channels',
+    'z_dim',
+    'gf_dim',
+    'df_dim',
+    'kernel_size',
+    'g_extra_layers',
+    'd_extra_layers',
+    'upsample',
+)
 # Flags that act on a folder or pick a tool rather than define the training, so a workdir's config.cfg
 # leaves them out: re-running it must never delete the run (--overwrite), switch to another mode, or
 # write a sampling tool's output (--out, --out_dir, --saved_model) where the run was started from.
@@ -65,13 +78,81 @@ def is_url(path: str) -> bool:
     return '://' in path
 
 
-def _field(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:  # noqa: A002
-    return dataclasses.field(default=default, metadata={'help': help, 'choices': choices})
+@dataclasses.dataclass(frozen=True)
+class Bound:
+    """The values a number flag accepts, `validate`'s check and its message in one place.
+
+    `low`/`high` are None for no limit; `low_open`/`high_open` refuse the limit itself. `text`, when
+    given, replaces the generated description (to say why the range is what it is).
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    text: str = ''
+
+    def accepts(self, value: float) -> bool:
+        if value != value:  # NaN
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def describe(self, is_int: bool) -> str:
+        if self.text:
+            return self.text
+        what = 'integer' if is_int else 'number'
+        low, high = _number(self.low), _number(self.high)
+        if self.low == 0 and self.high is None:
+            return f'a positive {what}' if self.low_open else f'a non-negative {what}'
+        if self.low == 0 and self.low_open:
+            return f'a positive {what} below {high}'
+        if self.low_open or self.high_open:
+            return f'in {"(" if self.low_open else "["}{low}, {high}{")" if self.high_open else "]"}'
+        return f'between {low} and {high}'
+
+
+def _number(value: float | None) -> str:
+    return str(int(value)) if value is not None and value == int(value) else str(value)
+
+
+POSITIVE = Bound(0, None, low_open=True)
+NON_NEGATIVE = Bound(0)  # Every number flag's bound unless its field names another.
+INT_LIMIT = 2**62  # Beyond int64 would overflow TensorFlow's step counter with a stack trace.
+
+
+def _field(
+    default: Any,
+    help: str,  # noqa: A002
+    choices: tuple[str, ...] | None = None,
+    bound: Bound | None = None,
+) -> Any:
+    return dataclasses.field(default=default, metadata={'help': help, 'choices': choices, 'bound': bound})
+
+
+def bound_of(field: dataclasses.Field) -> Bound | None:
+    """A number field's Bound (NON_NEGATIVE when it names none); None for other fields."""
+    if field.type not in ('int', 'float'):
+        return None
+    return field.metadata['bound'] or NON_NEGATIVE
+
+
+def _check_number(field: dataclasses.Field, value: float) -> None:
+    is_int = field.type == 'int'
+    bound = bound_of(field)
+    if is_int:
+        _require(
+            abs(value) < INT_LIMIT, f'--{field.name}={value} must be {bound.describe(True)} below 2**62.'
+        )
+    else:
+        _require(math.isfinite(value), f'--{field.name}={value} must be a finite number.')
+    _require(bound.accepts(value), f'--{field.name}={value} must be {bound.describe(is_int)}.')
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """All settings of a run. Defaults are the paper's (DESIGN.md section 4) unless noted."""
+    """All settings of a run. Defaults are the paper's (Radford et al. 2016) unless noted."""
 
     # --- run ---
     mode: str = _field('train', 'What to do.', MODES)
@@ -94,26 +175,53 @@ class Config:
         '(false: fail at once, e.g. on machines without internet).',
     )
     shuffle_buffer: int = _field(
-        100000, 'Keys (indices or file names) in the shuffle buffer; the whole data set up to this size.'
+        100000,
+        'Keys (indices or file names) in the shuffle buffer; the whole data set up to this size.',
+        bound=POSITIVE,
     )
-    synthetic_examples: int = _field(1024, 'Number of generated shapes in the synthetic data set.')
+    synthetic_examples: int = _field(
+        1024, 'Number of generated shapes in the synthetic data set.', bound=POSITIVE
+    )
     # --- model ---
     arch: str = _field(
         'dcgan', 'dcgan (the paper) or tutorial (the TF tutorial MNIST pair).', ('dcgan', 'tutorial')
     )
-    z_dim: int = _field(100, 'Size of the latent vector z.')
-    gf_dim: int = _field(64, "Width of the generator's last hidden layer (doubles per layer).")
-    df_dim: int = _field(64, "Width of the discriminator's first layer (doubles per layer).")
+    z_dim: int = _field(
+        100, 'Size of the latent vector z.', bound=Bound(0, 2**31, low_open=True, high_open=True)
+    )
+    gf_dim: int = _field(
+        64,
+        "Width of the generator's last hidden layer (doubles per layer).",
+        bound=Bound(0, 2**31, low_open=True, high_open=True),
+    )
+    df_dim: int = _field(
+        64,
+        "Width of the discriminator's first layer (doubles per layer).",
+        bound=Bound(0, 2**31, low_open=True, high_open=True),
+    )
     kernel_size: int = _field(
         5,
         "Side of every convolution kernel of the dcgan G and D (5 in the paper's code; 4, a multiple of the "
         'stride 2, gives every output pixel as many taps: no checkerboard from uneven overlap).',
+        bound=Bound(2, 9, text='between 2 (the stride: no output pixel left out) and 9'),
     )
     upsample: str = _field(
         'transpose',
         "How the dcgan G doubles its maps: transpose (stride-2 transposed convolutions, the paper's) or "
         'resize (nearest-neighbour upsampling, then a stride-1 convolution: no checkerboard artifacts).',
         ('transpose', 'resize'),
+    )
+    g_extra_layers: int = _field(
+        0,
+        "Stride-1 3x3 convolutions (BatchNorm + ReLU) after the dcgan generator's projection, at its "
+        'smallest map: depth where few stride-2 layers fit (two at 28x28).',
+        bound=Bound(0, 8),
+    )
+    d_extra_layers: int = _field(
+        0,
+        "Stride-1 3x3 convolutions (BatchNorm + LeakyReLU) after the dcgan discriminator's last "
+        'stride-2 layer.',
+        bound=Bound(0, 8),
     )
     # --- optimisation ---
     augment: str = _field(
@@ -127,11 +235,17 @@ class Config:
         'The transformations of --augment=diffaugment, comma-separated, applied in order: color, '
         'translation, cutout.',
     )
-    batch_size: int = _field(128, 'Global batch size (split across replicas).')
-    g_lr: float = _field(2e-4, 'Generator Adam learning rate.')
-    d_lr: float = _field(2e-4, 'Discriminator Adam learning rate.')
-    beta_1: float = _field(0.5, 'Adam beta_1 (the paper lowers it from 0.9 for stability).')
-    beta_2: float = _field(0.999, 'Adam beta_2.')
+    batch_size: int = _field(128, 'Global batch size (split across replicas).', bound=POSITIVE)
+    g_lr: float = _field(
+        2e-4, 'Generator Adam learning rate.', bound=Bound(0, 1e3, low_open=True, high_open=True)
+    )
+    d_lr: float = _field(
+        2e-4, 'Discriminator Adam learning rate.', bound=Bound(0, 1e3, low_open=True, high_open=True)
+    )
+    beta_1: float = _field(
+        0.5, 'Adam beta_1 (the paper lowers it from 0.9 for stability).', bound=Bound(0, 1, high_open=True)
+    )
+    beta_2: float = _field(0.999, 'Adam beta_2.', bound=Bound(0, 1, high_open=True))
     update: str = _field(
         'simultaneous',
         'Order of the two updates in a step: simultaneous (D and G gradients from one forward pass, the TF '
@@ -160,15 +274,21 @@ class Config:
         'CPU, where it was measured slower), true or false.',
         ('auto', 'true', 'false'),
     )
-    steps_per_call: int = _field(1, 'Train steps run inside one tf.function call.')
+    steps_per_call: int = _field(1, 'Train steps run inside one tf.function call.', bound=POSITIVE)
     sync_bn: bool = _field(False, 'Synchronise BatchNorm statistics across replicas.')
     run_eagerly: bool = _field(False, 'Run the train step eagerly (debugging).')
     # --- monitoring and checkpoints ---
-    log_every: int = _field(100, 'Steps between TensorBoard scalars and progress-bar updates.')
-    sample_every: int = _field(500, 'Steps between fixed-z sample grids (TensorBoard and PNG).')
-    checkpoint_every: int = _field(1000, 'Steps between checkpoints.')
-    keep_checkpoints: int = _field(3, 'Rolling checkpoints kept.')
-    num_grid: int = _field(64, 'Images in each fixed-z sample grid (a square number reads best).')
+    log_every: int = _field(
+        100, 'Steps between TensorBoard scalars and progress-bar updates.', bound=POSITIVE
+    )
+    sample_every: int = _field(
+        500, 'Steps between fixed-z sample grids (TensorBoard and PNG).', bound=POSITIVE
+    )
+    checkpoint_every: int = _field(1000, 'Steps between checkpoints.', bound=POSITIVE)
+    keep_checkpoints: int = _field(3, 'Rolling checkpoints kept.', bound=POSITIVE)
+    num_grid: int = _field(
+        64, 'Images in each fixed-z sample grid (a square number reads best).', bound=POSITIVE
+    )
     # --- export and sampling ---
     ema_decay: float = _field(
         0.999, 'Decay of the moving average of G weights, exported as the default sampler (0: off).'
@@ -215,9 +335,11 @@ class Config:
     ablate_filters: str = _field('', 'Feature maps to zero: indices like 0,5,7 or top:N (the N most active).')
     # --- looking inside (visualize, explore) ---
     num_features: int = _field(
-        6, "Features of D's last convolution shown by --mode=visualize (the most active ones; paper: 6)."
+        6,
+        "Features of D's last convolution shown by --mode=visualize (the most active ones; paper: 6).",
+        bound=Bound(1, 64),
     )
-    port: int = _field(7860, 'Port of the --mode=explore page.')
+    port: int = _field(7860, 'Port of the --mode=explore page.', bound=Bound(1, 65535))
     host: str = _field(
         '127.0.0.1', 'Address the --mode=explore page listens on (0.0.0.0: every network interface).'
     )
@@ -236,7 +358,7 @@ class Config:
     model: str = _field(
         '', 'A .tflite generator (--format=tflite) that --mode=sample uses instead of the SavedModel.'
     )
-    # --- robustness (issue 8) ---
+    # --- robustness ---
     on_nan: str = _field(
         'stop',
         'On a NaN/Inf loss: stop (keep the last good checkpoint) or rollback (restore it, halve the '
@@ -244,14 +366,17 @@ class Config:
         ('stop', 'rollback'),
     )
     max_rollbacks: int = _field(
-        3, 'Most rollbacks one run makes with --on_nan=rollback before it stops (0: stop at the first).'
+        3,
+        'Most rollbacks one run makes with --on_nan=rollback before it stops (0: stop at the first).',
+        bound=Bound(0, 100),
     )
     collapse_threshold: float = _field(
         0.1,
         'Warn of mode collapse when the fixed-z samples differ less than this fraction of real images '
         'do (mean pairwise distance; 0: off).',
+        bound=Bound(0, 1, high_open=True, text='in [0, 1) (0 turns the warning off)'),
     )
-    # --- benchmark (issue 7) ---
+    # --- benchmark (--mode=bench) ---
     bench: str = _field(
         'step',
         'What --mode=bench times: step (training on in-memory data) or input (the pipeline).',
@@ -266,8 +391,9 @@ class Config:
         '(--mode=bench); the fair reference on GPUs.',
     )
     bench_warmup_steps: int = _field(4, 'Untimed steps first: tracing and warm caches (--mode=bench).')
-    bench_steps: int = _field(10, 'Steps per timed window (--mode=bench).')
-    bench_windows: int = _field(5, 'Timed windows; the median is reported (--mode=bench).')
+    bench_steps: int = _field(10, 'Steps per timed window (--mode=bench).', bound=POSITIVE)
+    bench_windows: int = _field(5, 'Timed windows; the median is reported (--mode=bench).', bound=POSITIVE)
+    # --- speed: the same maths on faster kernels ---
     fused_batch_norm: str = _field(
         'auto',
         "Train BatchNorm with TensorFlow's fused kernel (same maths): auto (yes, but not on a CPU where "
@@ -276,17 +402,17 @@ class Config:
     )
     fast_layers: str = _field(
         'auto',
-        'Dropout and LeakyReLU reimplemented for speed with the same maths (dcgan_tf/dropout.py, '
+        'Dropout and LeakyReLU reimplemented for speed with the same maths (dcgan_tf/layers/dropout.py, '
         "leaky_relu.py): auto (yes, but not on a CPU running TensorFlow's Eigen kernels), true or false.",
         ('auto', 'true', 'false'),
     )
     fast_conv: str = _field(
         'auto',
-        'Convolutions train with faster exact rewrites of slow oneDNN ops (dcgan_tf/fast_conv.py): auto '
-        "(on a CPU where measured faster), off (TensorFlow's ops) or all (wherever possible).",
+        'Convolutions train with faster exact rewrites of slow oneDNN ops (dcgan_tf/layers/fast_conv.py): '
+        "auto (on a CPU, where they are faster), off (TensorFlow's ops) or all (wherever possible).",
         ('auto', 'off', 'all'),
     )
-    # --- evaluation and probe (issue 5) ---
+    # --- evaluation and probe ---
     feature_net: str = _field(
         'inception',
         'Feature network of the quality metrics: inception (InceptionV3 at 299x299) or the '
@@ -324,7 +450,7 @@ class Config:
         '100,all', 'Labelled examples per class for the linear probe: comma-separated counts and/or all.'
     )
     probe_test_examples: int = _field(10000, 'Test images the probe is scored on (at most the split).')
-    # --- data sets and prepared data (issue 6) ---
+    # --- data sets and prepared data ---
     crop: str = _field(
         'center',
         'Square crop before resizing: center (largest centred square), center:N (an N x N centred '
@@ -350,6 +476,14 @@ class Config:
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
+    @classmethod
+    def create(cls, **values: Any) -> Config:
+        """A validated Config from keyword arguments (for notebooks); ConfigError, one sentence, if bad."""
+        return validate(_typed(cls(), values, 'Config.create'))
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
 
 def field_help(name: str) -> tuple[str, tuple[str, ...] | None]:
     """Help text and choices of one Config field, for defining its flag."""
@@ -369,9 +503,8 @@ def validate_model_flags(cfg: Config) -> None:
         f'--resolution={cfg.resolution} is not supported; use one of {", ".join(map(str, RESOLUTIONS))}.',
     )
     _require(cfg.channels in (1, 3), f'--channels={cfg.channels} must be 1 or 3.')
-    for name in ('z_dim', 'gf_dim', 'df_dim'):
-        value = getattr(cfg, name)
-        _require(0 < value < 2**31, f'--{name}={value} must be a positive integer.')
+    for name in ('z_dim', 'gf_dim', 'df_dim', 'kernel_size', 'g_extra_layers', 'd_extra_layers'):
+        _check_number(_FIELDS[name], getattr(cfg, name))
     _require(
         cfg.arch != 'tutorial' or (cfg.resolution == 28 and cfg.channels == 1),
         f"--arch=tutorial is the TF tutorial's MNIST pair: it needs --resolution=28 and "
@@ -401,38 +534,12 @@ def validate(cfg: Config) -> Config:
         value = getattr(cfg, f.name)
         if choices is not None:
             _require(value in choices, f'--{f.name}={value!r} is not one of: {", ".join(choices)}.')
+    for f in dataclasses.fields(Config):
+        if bound_of(f) is not None and f.name not in MODEL_FLAGS:
+            _check_number(f, getattr(cfg, f.name))
     validate_model_flags(cfg)
     if cfg.augment == 'diffaugment':
         parse_augment_policy(cfg.augment_policy)
-    for name in (
-        'z_dim',
-        'gf_dim',
-        'df_dim',
-        'batch_size',
-        'shuffle_buffer',
-        'synthetic_examples',
-        'log_every',
-        'sample_every',
-        'checkpoint_every',
-        'keep_checkpoints',
-        'num_grid',
-        'steps_per_call',
-    ):
-        value = getattr(cfg, name)
-        _require(value > 0, f'--{name}={value} must be a positive integer.')
-    _require(
-        2 <= cfg.kernel_size <= 9,
-        f'--kernel_size={cfg.kernel_size} must be between 2 (the stride: no output pixel left out) and 9.',
-    )
-    for name in ('g_lr', 'd_lr'):
-        value = getattr(cfg, name)
-        _require(0 < value < 1e3 and value == value, f'--{name}={value} must be a positive number.')
-    for name in ('beta_1', 'beta_2'):
-        value = getattr(cfg, name)
-        _require(0 <= value < 1, f'--{name}={value} must be in [0, 1).')
-    for name in ('train_steps', 'epochs'):
-        value = getattr(cfg, name)
-        _require(value >= 0, f'--{name}={value} must not be negative.')
     if cfg.mode == 'train':
         _require(
             cfg.train_steps > 0 or cfg.epochs > 0, 'Set --train_steps or --epochs to say how long to train.'
@@ -443,8 +550,6 @@ def validate(cfg: Config) -> Config:
         _check_data_dir(cfg.data_dir, '')
     _require(bool(cfg.workdir), '--workdir must not be empty.')
     _validate_sampling(cfg)
-    _validate_robustness(cfg)
-    _validate_bench(cfg)
     _validate_distribution(cfg)
     _validate_evaluation(cfg)
     _validate_data_sets(cfg)
@@ -488,8 +593,6 @@ def _validate_tf_tools(cfg: Config) -> None:
 
 
 def _validate_inside(cfg: Config) -> None:
-    _require(1 <= cfg.num_features <= 64, f'--num_features={cfg.num_features} must be between 1 and 64.')
-    _require(1 <= cfg.port <= 65535, f'--port={cfg.port} must be between 1 and 65535.')
     _require(bool(cfg.host.strip()), '--host must not be empty (127.0.0.1 serves this machine only).')
     if cfg.mode == 'visualize':
         _require(
@@ -580,34 +683,6 @@ def _validate_distribution(cfg: Config) -> None:
     _require(
         not cfg.tpu or cfg.strategy in ('tpu', 'auto'),
         f'--tpu={cfg.tpu} only applies to --strategy=tpu (or auto), not {cfg.strategy}.',
-    )
-
-
-def _validate_bench(cfg: Config) -> None:
-    for name in ('bench_steps', 'bench_windows'):
-        value = getattr(cfg, name)
-        _require(value > 0, f'--{name}={value} must be a positive integer.')
-    _require(
-        cfg.bench_warmup_steps >= 0, f'--bench_warmup_steps={cfg.bench_warmup_steps} must not be negative.'
-    )
-
-
-def _validate_robustness(cfg: Config) -> None:
-    # Catch-alls for every number flag, present and future: a negative count or a NaN rate is never
-    # meant, and an int beyond int64 would overflow TensorFlow's step counter with a stack trace.
-    for f in dataclasses.fields(Config):
-        value = getattr(cfg, f.name)
-        if f.type == 'int':
-            _require(0 <= value < 2**62, f'--{f.name}={value} must be a non-negative integer below 2**62.')
-        elif f.type == 'float':
-            _require(
-                math.isfinite(value) and value >= 0,
-                f'--{f.name}={value} must be a finite, non-negative number.',
-            )
-    _require(0 <= cfg.max_rollbacks <= 100, f'--max_rollbacks={cfg.max_rollbacks} must be between 0 and 100.')
-    _require(
-        0 <= cfg.collapse_threshold < 1,
-        f'--collapse_threshold={cfg.collapse_threshold} must be in [0, 1) (0 turns the warning off).',
     )
 
 
@@ -778,6 +853,34 @@ def _parse_value(field: dataclasses.Field, text: str, where: str) -> Any:
             f'was started with.'
         )
     return value
+
+
+_TYPES = {'int': (int,), 'float': (int, float), 'bool': (bool,), 'str': (str,)}
+
+
+def _typed(base: Config, values: dict[str, Any], where: str) -> Config:
+    """`base` with `values`, each checked to be a known field of its type."""
+    for name, value in values.items():
+        if name not in _FIELDS:
+            raise ConfigError(
+                f'{where}: there is no setting {name!r}; the names are the flags of --helpfull.'
+            )
+        kind = _FIELDS[name].type
+        if not isinstance(value, _TYPES[kind]) or (kind != 'bool' and isinstance(value, bool)):
+            raise ConfigError(f'{where}: {name}={value!r} is not a{"n" if kind == "int" else ""} {kind}.')
+    return base.replace(**values)
+
+
+def from_flagfile(path: str, **overrides: Any) -> Config:
+    """A validated Config from a flagfile (or a shipped config's name, e.g. 'demo'), then `overrides`."""
+    try:
+        lines = flagfiles.read_flags(path)
+    except FileNotFoundError:
+        names = ', '.join(flagfiles.shipped_names())
+        raise ConfigError(f'{path} is neither a flagfile nor a shipped config ({names}).') from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ConfigError(f'{path} cannot be read as a flagfile ({e}).') from None
+    return validate(_typed(config_from_flagfile('\n'.join(lines), path), overrides, 'from_flagfile'))
 
 
 def config_from_flagfile(text: str, where: str) -> Config:

@@ -414,7 +414,7 @@ def run(cfg: Config) -> str:
     """`--mode=export`: the latest checkpoint of the run in --workdir (its best with --export_best) ->
     a SavedModel (--saved_model, default `<workdir>/saved_model`), version --serving_version of a TF
     Serving model, or a TFLite file (--format, written to --out). Returns the path written."""
-    from dcgan_tf import evaluate  # noqa: PLC0415 - the checkpoint paths need the model builders.
+    from dcgan_tf.quality import evaluate  # noqa: PLC0415 - the checkpoint paths need the model builders.
 
     if cfg.format != 'saved_model':
         from dcgan_tf import tflite  # noqa: PLC0415

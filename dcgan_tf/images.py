@@ -14,6 +14,11 @@ import imageio.v3 as iio
 import numpy as np
 
 
+def to_unit_range(images: np.ndarray) -> np.ndarray:
+    """uint8-valued [0, 255] -> float32 [-1, 1], G's tanh range (the numpy twin of data's to_unit_range)."""
+    return np.asarray(images).astype(np.float32) / 127.5 - 1.0
+
+
 def to_uint8(images: np.ndarray) -> np.ndarray:
     """[-1, 1] floats (G's tanh range) -> uint8 [0, 255]; uint8 input passes through."""
     images = np.asarray(images)

@@ -1,4 +1,4 @@
-"""Command line: `python -m dcgan_tf.main --flagfile=configs/X.cfg --mode=...` (or `dcgan-tf`).
+"""Command line: `python -m dcgan_tf --flagfile=X --mode=...` (or `python -m dcgan_tf.main`, `dcgan-tf`).
 
 Defines one absl flag per Config field, validates them before TensorFlow is imported, and makes
 one library call per mode. The only module that reads FLAGS.
@@ -13,7 +13,9 @@ import sys
 
 from absl import app, flags, logging
 
+import dcgan_tf
 from dcgan_tf import config as config_lib
+from dcgan_tf import flagfiles
 
 FLAGS = flags.FLAGS
 EXIT_USAGE = 2  # Bad flags or input: the convention of argparse and absl's usage errors.
@@ -47,7 +49,17 @@ def _fail(message: str) -> None:
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-    """absl's parser, but a bad flag is one sentence and exit status 2 rather than a usage dump."""
+    """absl's parser, but a bad flag is one sentence and exit status 2 rather than a usage dump.
+
+    `--version` prints the version; `--flagfile=NAME` may name a config shipped in the package.
+    """
+    if '--version' in argv[1:]:
+        print(f'dcgan_tf {dcgan_tf.__version__}')
+        sys.exit(0)
+    try:
+        argv = flagfiles.expand(argv)
+    except ValueError as e:  # A loop of shipped configs.
+        _fail(f'{e}.')
     try:
         return FLAGS(argv)
     except flags.Error as e:
@@ -138,19 +150,19 @@ def _main(argv: list[str]) -> None:
 
             bench.run(cfg)
         elif cfg.mode == 'prepare':
-            from dcgan_tf import prepare
+            from dcgan_tf.data import prepare
 
             prepare.prepare(cfg, cfg.out_dir)
         elif cfg.mode == 'evaluate':
-            from dcgan_tf import evaluate
+            from dcgan_tf.quality import evaluate
 
             evaluate.run(cfg, cfg.workdir)
         elif cfg.mode == 'train_classifier':
-            from dcgan_tf import classifier
+            from dcgan_tf.quality import classifier
 
             classifier.train_classifier(cfg, cfg.workdir)
         elif cfg.mode == 'probe':
-            from dcgan_tf import probe
+            from dcgan_tf.quality import probe
 
             probe.run(cfg, cfg.workdir)
         elif cfg.mode == 'export':
@@ -162,15 +174,15 @@ def _main(argv: list[str]) -> None:
 
             sampling.run(cfg)
         elif cfg.mode == 'summary':
-            from dcgan_tf import summary
+            from dcgan_tf.inside import summary
 
             summary.run(cfg, cfg.workdir if FLAGS['workdir'].present else None)
         elif cfg.mode == 'visualize':
-            from dcgan_tf import visualize
+            from dcgan_tf.inside import visualize
 
             visualize.run(cfg, cfg.workdir, cfg.out_dir)
         elif cfg.mode == 'explore':
-            from dcgan_tf import explore_app
+            from dcgan_tf.explore import app as explore_app
 
             explore_app.serve(cfg.saved_model or os.path.join(cfg.workdir, 'saved_model'), cfg)
         else:

@@ -14,9 +14,10 @@ import math
 import keras
 from keras import layers
 
-from dcgan_tf import distribute, dropout, fast_conv, leaky_relu
+from dcgan_tf import distribute
 from dcgan_tf.config import Config
-from dcgan_tf.fused_bn import FusedBatchNormalization
+from dcgan_tf.layers import dropout, fast_conv, leaky_relu
+from dcgan_tf.layers.fused_bn import FusedBatchNormalization
 
 
 def _weights_init(seed: int) -> keras.initializers.Initializer:
@@ -113,6 +114,19 @@ def _upsampling(
     ]
 
 
+def _stride1_conv(cfg: Config, width: int, seed: int, name: str) -> layers.Layer:
+    # 3x3, stride 1: depth at the smallest map without changing its size (no bias before BatchNorm).
+    return fast_conv.Conv2D(
+        width,
+        3,
+        padding='same',
+        use_bias=False,
+        kernel_initializer=_weights_init(seed),
+        name=name,
+        fast_conv=cfg.fast_conv,
+    )
+
+
 def build_generator(cfg: Config) -> keras.Sequential:
     """z [B, z_dim] -> images [B, H, W, C] in [-1, 1] (float32 whatever the compute precision)."""
     if cfg.arch == 'tutorial':
@@ -133,6 +147,10 @@ def build_generator(cfg: Config) -> keras.Sequential:
     model.add(layers.Reshape((size, size, width), name='reshape'))
     model.add(_batch_norm(cfg, seed + 1, 'project_bn'))
     model.add(layers.ReLU(name='project_relu'))
+    for j in range(cfg.g_extra_layers):
+        model.add(_stride1_conv(cfg, width, seed + 100 + 2 * j, f'extra{j}'))
+        model.add(_batch_norm(cfg, seed + 101 + 2 * j, f'extra{j}_bn'))
+        model.add(layers.ReLU(name=f'extra{j}_relu'))
     for i in range(1, n):
         width //= 2
         for layer in _upsampling(cfg, width, _weights_init(seed + 2 * i), f'deconv{i}', use_bias=False):
@@ -171,6 +189,10 @@ def build_discriminator(cfg: Config) -> keras.Sequential:
         if i > 0:  # The paper: no BatchNorm on the discriminator's input layer.
             model.add(_batch_norm(cfg, seed + 2 * i + 1, f'conv{i}_bn'))
         model.add(_leaky_relu_class(cfg)(negative_slope=0.2, name=f'conv{i}_lrelu'))
+    for j in range(cfg.d_extra_layers):
+        model.add(_stride1_conv(cfg, width * 2 ** (n - 1), seed + 100 + 2 * j, f'extra{j}'))
+        model.add(_batch_norm(cfg, seed + 101 + 2 * j, f'extra{j}_bn'))
+        model.add(_leaky_relu_class(cfg)(negative_slope=0.2, name=f'extra{j}_lrelu'))
     model.add(layers.Flatten(name='flatten'))
     model.add(layers.Dense(1, kernel_initializer=_weights_init(seed + 2 * n), dtype='float32', name='logit'))
     return model

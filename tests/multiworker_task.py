@@ -16,17 +16,13 @@ import numpy as np  # noqa: E402
 
 from dcgan_tf import train  # noqa: E402
 from dcgan_tf.config import Config  # noqa: E402
+from tests.tiny import SMALLEST_VALUES  # noqa: E402
 
 
 def main(workdir: str, report: str, overrides: str) -> None:
     values = dict(
-        dataset='synthetic',
-        resolution=16,
+        SMALLEST_VALUES,
         channels=1,
-        gf_dim=4,
-        df_dim=4,
-        z_dim=8,
-        batch_size=4,
         train_steps=2,
         log_every=2,
         sample_every=2,

@@ -9,8 +9,9 @@ import tensorflow as tf
 from conftest import requires_bfloat16, tiny_config
 from test_main import TINY, run_cli
 
-from dcgan_tf import bench, distribute, summary
+from dcgan_tf import bench, distribute
 from dcgan_tf.config import ConfigError, validate
+from dcgan_tf.inside import summary
 
 FIELDS = {
     'bench',

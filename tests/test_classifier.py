@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from dcgan_tf import classifier, evaluate
 from dcgan_tf.config import Config, ConfigError, validate
+from dcgan_tf.quality import classifier, features
 from tests.conftest import SHARED_MNIST
 
 
@@ -42,12 +42,12 @@ def test_brief_training_on_real_mnist_learns_and_saves(tmp_path):
     with open(os.path.splitext(result['path'])[0] + '.json') as f:
         assert json.load(f)['test_accuracy'] == result['test_accuracy']
     # The saved model is a feature net: 256-d features, probabilities summing to 1.
-    net = evaluate.classifier_net('mnist', result['path'])
+    net = features.classifier_net('mnist', result['path'])
     from dcgan_tf import data
 
     images, labels = data.load_idx_split(SHARED_MNIST, 'test')
-    features, probabilities = net(images[:64].astype(np.float32) / 127.5 - 1.0)
-    assert features.shape == (64, 256)
+    vectors, probabilities = net(images[:64].astype(np.float32) / 127.5 - 1.0)
+    assert vectors.shape == (64, 256)
     np.testing.assert_allclose(probabilities.sum(1), 1.0, rtol=1e-5)
     assert (probabilities.argmax(1) == labels[:64]).mean() > 0.8
 

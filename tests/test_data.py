@@ -83,8 +83,9 @@ def test_folder_of_mixed_images(tmp_path):
 def test_center_crop_keeps_the_middle():
     image = np.zeros((10, 30, 1), np.uint8)
     image[:, 10:20] = 255  # a white centre square flanked by black
-    out = data.center_crop_and_resize(image, 5).numpy()
-    assert out.shape == (5, 5, 1) and out.min() == pytest.approx(255)
+    out = data.fit_image(image, 'center', 5).numpy()
+    assert out.shape == (5, 5, 1) and out.dtype == np.uint8 and out.min() == 255
+    assert data.fit_image(image, 'none', 5).numpy().min() < 255  # squashed, the black flanks come in
 
 
 def test_order_is_seeded_and_resumable():

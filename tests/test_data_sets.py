@@ -1,4 +1,4 @@
-"""CelebA, LSUN, any tfds set, LMDB, messy folders and prepared TFRecords (issue 6)."""
+"""CelebA, LSUN, any tfds set, LMDB, messy folders and prepared TFRecords."""
 
 import io
 import json
@@ -15,7 +15,8 @@ import tensorflow_datasets as tfds
 from conftest import REPO_ROOT, tiny_config
 from PIL import Image
 
-from dcgan_tf import config, data, prepare
+from dcgan_tf import config, data
+from dcgan_tf.data import prepare
 
 skimage_data = pytest.importorskip('skimage.data')
 PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket', 'camera')  # varied sizes; camera is grayscale
@@ -159,11 +160,11 @@ def test_tfds_pipelines_read_only_their_own_files(tmp_path):
         records = source.stream_fn(False, 0, 2, pipeline_id)
         shades = [int(np.asarray(Image.open(io.BytesIO(r)))[0, 0]) for r, _ in records.as_numpy_iterator()]
         # Whole files, every other one: tfds read no record of the other pipeline's files.
-        assert len(shades) == sum(takes[pipeline_id::2]) == source.stream_share_fn(2, pipeline_id)
+        assert len(shades) == sum(takes[pipeline_id::2]) == source.pass_share(2, pipeline_id)
         seen += shades
     assert sorted(seen) == [10 * i for i in range(22)]
     # More pipelines than files: every pipeline keeps every n-th record instead.
-    assert source.stream_share_fn(5, 1) == len(range(1, 22, 5))
+    assert source.pass_share(5, 1) == len(range(1, 22, 5))
     assert len(list(source.stream_fn(False, 0, 5, 1))) == len(range(1, 22, 5))
 
 

@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 from conftest import requires_bfloat16, tiny_config
 
-from dcgan_tf import dropout, models
+from dcgan_tf import models
+from dcgan_tf.layers import dropout
 
 
 @pytest.mark.parametrize('rate', [0.3, 0.5, 0.9])

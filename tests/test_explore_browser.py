@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from test_explore import make_export
 
-from dcgan_tf import explore, export
+from dcgan_tf import export
+from dcgan_tf.explore import logic as explore
 
 gradio = pytest.importorskip(
     'gradio', reason="the explore extra is not installed: pip install -e '.[explore]'"
@@ -57,7 +58,7 @@ def page(tmp_path_factory):
     """(browser, url, generator): the explorer served in this process, a fresh Chromium profile on it."""
     from selenium.webdriver.chrome.service import Service
 
-    from dcgan_tf import explore_app
+    from dcgan_tf.explore import app as explore_app
 
     path = os.environ.get('DCGAN_TF_EXPLORE_SAVED_MODEL') or make_export(
         str(tmp_path_factory.mktemp('export') / 'saved_model')

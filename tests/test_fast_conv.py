@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 from conftest import requires_bfloat16, tiny_config
 
-from dcgan_tf import config, distribute, fast_conv, models
+from dcgan_tf import config, distribute, models
+from dcgan_tf.layers import fast_conv
 
 
 @pytest.mark.parametrize(

@@ -18,29 +18,12 @@ import pytest
 from absl import flags
 from conftest import REPO_ROOT
 
+from dcgan_tf import config, workdir
 from dcgan_tf import main as main_lib
-from dcgan_tf import workdir
 from dcgan_tf.config import Config
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 BASE = ['--train_steps=5']  # The smallest valid command line: train needs a length.
-# Sizes and intervals of a training run, where 0 means nothing (other flags' 0 means "off" or "all").
-ZERO_IS_BAD = (
-    'resolution',
-    'z_dim',
-    'gf_dim',
-    'df_dim',
-    'kernel_size',
-    'batch_size',
-    'shuffle_buffer',
-    'synthetic_examples',
-    'steps_per_call',
-    'log_every',
-    'sample_every',
-    'checkpoint_every',
-    'keep_checkpoints',
-    'num_grid',
-)
 
 
 class _ReachedTensorFlowError(Exception):
@@ -67,20 +50,70 @@ def _cli(args: list[str], monkeypatch, capsys) -> tuple[int | None, str]:
     raise AssertionError('main returned without reaching TensorFlow')
 
 
+def _just_outside(bound: config.Bound, is_int: bool) -> list[str]:
+    """Values just outside each end of a bound (the limit itself where it is open)."""
+    step = 1 if is_int else 1e-6
+    values = []
+    if bound.low is not None:
+        values.append(bound.low if bound.low_open else bound.low - step)
+    if bound.high is not None:
+        values.append(bound.high if bound.high_open else bound.high + step)
+    return [str(int(v)) if is_int else repr(float(v)) for v in values]
+
+
+def _just_inside(bound: config.Bound, is_int: bool) -> list[str]:
+    step = 1 if is_int else 1e-6
+    values = []
+    if bound.low is not None:
+        values.append(bound.low + step if bound.low_open else bound.low)
+    if bound.high is not None:
+        values.append(bound.high - step if bound.high_open else bound.high)
+    return [str(int(v)) if is_int else repr(float(v)) for v in values]
+
+
 def _bad_values() -> list[tuple[str, str]]:
+    """Every flag's bad values, derived from its field: choices, type, and the bound in its metadata."""
     cases = []
     for name, field in FIELDS.items():
+        bound = config.bound_of(field)
         if field.metadata['choices']:
             cases.append((name, 'no_such_choice'))
         elif field.type == 'int':
-            cases += [(name, 'abc'), (name, '1.5'), (name, '-1'), (name, str(2**64))]
-            if name in ZERO_IS_BAD:
+            cases += [(name, 'abc'), (name, '1.5'), (name, str(2**64))]
+            cases += [(name, v) for v in _just_outside(bound, True)]
+            if name in ('resolution', 'channels'):  # Checked as choices of a model: 0 is not one.
                 cases.append((name, '0'))
         elif field.type == 'float':
-            cases += [(name, 'abc'), (name, 'nan'), (name, 'inf'), (name, '-1')]
+            cases += [(name, 'abc'), (name, 'nan'), (name, 'inf')]
+            cases += [(name, v) for v in _just_outside(bound, False)]
         elif field.type == 'bool':
             cases.append((name, 'maybe'))
     return cases
+
+
+def _first_field_of_each_bound_kind() -> list[tuple[str, config.Bound]]:
+    seen, kinds = set(), []
+    for name, field in FIELDS.items():
+        bound = config.bound_of(field)
+        if bound is None or name in ('resolution', 'channels'):  # Those two are checked as choices.
+            continue
+        kind = (field.type, bound.low is None, bound.low_open, bound.high is None, bound.high_open)
+        if kind not in seen:
+            seen.add(kind)
+            kinds.append((name, bound))
+    return kinds
+
+
+@pytest.mark.parametrize('name, bound', _first_field_of_each_bound_kind())
+def test_each_kind_of_bound_refuses_just_outside_and_accepts_just_inside(name, bound):
+    is_int = FIELDS[name].type == 'int'
+    parse = int if is_int else float
+    base = Config(train_steps=5)
+    for value in _just_outside(bound, is_int):
+        with pytest.raises(config.ConfigError, match=f'--{name}='):
+            config.validate(base.replace(**{name: parse(value)}))
+    for value in _just_inside(bound, is_int):
+        config.validate(base.replace(**{name: parse(value)}))
 
 
 def _assert_one_sentence_exit_2(status, stderr, mentions: str) -> None:

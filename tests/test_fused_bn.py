@@ -7,7 +7,7 @@ import tensorflow as tf
 from conftest import requires_bfloat16, tiny_config
 
 from dcgan_tf import models
-from dcgan_tf.fused_bn import FusedBatchNormalization
+from dcgan_tf.layers.fused_bn import FusedBatchNormalization
 
 
 def _pair(shape):

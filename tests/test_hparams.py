@@ -11,7 +11,8 @@ from tensorboard.context import RequestContext
 from tensorboard.plugins import base_plugin
 from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_groups
 
-from dcgan_tf import classifier, hparams, train
+from dcgan_tf import hparams, train
+from dcgan_tf.quality import classifier
 
 FINAL = ('d_loss', 'g_loss', 'd_real', 'd_fake', 'images_per_second')
 

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from conftest import REPO_ROOT
 
-from dcgan_tf import leaky_relu
+from dcgan_tf.layers import leaky_relu
 
 
 @pytest.mark.parametrize('slope', [0.2, 0.3, 0.0])

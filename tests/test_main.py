@@ -9,8 +9,9 @@ import time
 
 import pytest
 from conftest import REPO_ROOT, SHARED_MNIST, TINY_CLI
+from tiny import TINY_MODEL_CLI
 
-TINY = ['--resolution=16', '--gf_dim=8', '--df_dim=8', '--z_dim=16', '--batch_size=8']
+TINY = TINY_MODEL_CLI
 
 
 def run_cli(*args, timeout=300):

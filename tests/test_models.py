@@ -6,8 +6,9 @@ import pytest
 from conftest import requires_bfloat16, tiny_config
 from keras import layers
 
-from dcgan_tf import leaky_relu, models
-from dcgan_tf.fused_bn import FusedBatchNormalization
+from dcgan_tf import models
+from dcgan_tf.layers import leaky_relu
+from dcgan_tf.layers.fused_bn import FusedBatchNormalization
 
 
 @pytest.mark.parametrize('resolution', [28, 32, 64, 128])
@@ -66,6 +67,36 @@ def test_kernel_size_sets_every_convolution_and_keeps_the_shapes(kernel_size):
     assert len(convs) == 4 and all(c.kernel_size == (kernel_size, kernel_size) for c in convs)
     # G's deconv1 kernel [k, k, out 8, in 16]: k * k * 8 * 16 weights, no bias before BatchNorm.
     assert generator.get_layer('deconv1').count_params() == kernel_size**2 * 8 * 16
+    assert generator(np.zeros((2, 16), np.float32)).shape == (2, 28, 28, 1)
+    assert discriminator(np.zeros((2, 28, 28, 1), np.float32)).shape == (2, 1)
+
+
+@pytest.mark.parametrize(('g_extra', 'd_extra'), [(2, 0), (0, 1), (1, 1)])
+def test_extra_layers_are_stride_1_convolutions_at_the_smallest_map(g_extra, d_extra):
+    cfg = tiny_config(
+        resolution=28, gf_dim=8, df_dim=8, z_dim=16, g_extra_layers=g_extra, d_extra_layers=d_extra
+    )
+    generator, discriminator = models.build_generator(cfg), models.build_discriminator(cfg)
+    for model, count, act, width in (
+        (generator, g_extra, layers.ReLU, 16),
+        (discriminator, d_extra, layers.LeakyReLU, 16),
+    ):
+        names = [la.name for la in model.layers]
+        extras = [la for la in model.layers if la.name.startswith('extra') and isinstance(la, layers.Conv2D)]
+        assert len(extras) == count
+        for conv in extras:
+            assert conv.strides == (1, 1) and conv.kernel_size == (3, 3) and conv.filters == width
+            assert conv.output.shape[1:3] == (7, 7)
+            i = names.index(conv.name)
+            assert isinstance(model.layers[i + 1], layers.BatchNormalization)
+            assert isinstance(model.layers[i + 2], act)
+    # In G they follow the projection, before the first upsampling; in D they follow the last stride-2 conv.
+    g_names = [la.name for la in generator.layers]
+    if g_extra:
+        assert g_names.index('project_relu') < g_names.index('extra0') < g_names.index('deconv1')
+    d_names = [la.name for la in discriminator.layers]
+    if d_extra:
+        assert d_names.index('conv1_lrelu') < d_names.index('extra0') < d_names.index('flatten')
     assert generator(np.zeros((2, 16), np.float32)).shape == (2, 28, 28, 1)
     assert discriminator(np.zeros((2, 28, 28, 1), np.float32)).shape == (2, 1)
 

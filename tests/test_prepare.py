@@ -13,7 +13,8 @@ import pytest
 import tensorflow as tf
 from conftest import REPO_ROOT, TINY_CLI, tiny_config
 
-from dcgan_tf import data, prepare
+from dcgan_tf import data
+from dcgan_tf.data import prepare
 
 NUM, PER_SHARD = 200, 50  # four shards; with 16x16x1 records an edit by one image still fits a shard's length
 BOTH_PATHS = pytest.mark.parametrize('cache_mb', [4096, 0], ids=['in_memory', 'streamed'])

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dcgan_tf import models, probe, train
+from dcgan_tf import models, train
+from dcgan_tf.quality import probe
 from tests.conftest import SHARED_MNIST, tiny_config
 
 

@@ -17,7 +17,8 @@ import pytest
 import tensorflow as tf
 from conftest import REPO_ROOT, TINY_CLI, tiny_config
 
-from dcgan_tf import data, image_headers, safety, train, workdir
+from dcgan_tf import data, safety, train, workdir
+from dcgan_tf.data import image_headers
 
 # --- helpers ---
 

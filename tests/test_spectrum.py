@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dcgan_tf import spectrum
+from dcgan_tf.quality import spectrum
 
 
 def test_a_two_pixel_checkerboard_is_all_nyquist_and_smooth_images_almost_none():

@@ -9,8 +9,9 @@ import keras
 import pytest
 from conftest import REPO_ROOT
 
-from dcgan_tf import models, summary
+from dcgan_tf import models
 from dcgan_tf.config import Config, to_flagfile
+from dcgan_tf.inside import summary
 
 
 def _bench64_cfg() -> Config:

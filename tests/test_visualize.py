@@ -9,7 +9,9 @@ import tensorflow as tf
 from conftest import tiny_config
 from test_flags import _cli
 
-from dcgan_tf import classifier, guided_backprop, neighbours, train, visualize
+from dcgan_tf import train
+from dcgan_tf.inside import guided_backprop, neighbours, visualize
+from dcgan_tf.quality import classifier
 
 
 @pytest.fixture(scope='module')

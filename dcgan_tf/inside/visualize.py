@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from dcgan_tf import images, neighbours
+from dcgan_tf import images
 from dcgan_tf.config import Config, ConfigError
+from dcgan_tf.inside import neighbours
 
 IMAGES_PER_FEATURE = 6  # The paper's Fig. 5 shows 6 features; we show 6 images of each.
 FEATURE_POOL = 2000  # Real images searched for each feature's strongest responses.
@@ -74,7 +75,7 @@ def guided_picture(discriminator, pool: np.ndarray, num_features: int) -> tuple[
     Returns:
       (uint8 picture, {'layer', 'features', 'images' [F, K] indices into pool, 'responses', 'coherence'}).
     """
-    from dcgan_tf import guided_backprop  # noqa: PLC0415 - TensorFlow only when drawing.
+    from dcgan_tf.inside import guided_backprop  # noqa: PLC0415 - TensorFlow only when drawing.
 
     layer = guided_backprop.feature_layers(discriminator)[-1]
     responses = guided_backprop.spatial_maxima(discriminator, pool, layer)
@@ -99,7 +100,7 @@ def guided_picture(discriminator, pool: np.ndarray, num_features: int) -> tuple[
 def filters_picture(discriminator) -> tuple[np.ndarray, dict[str, float]]:
     """The first convolution's kernels [K, K, C, F] as a tile of F small images, mid-grey = 0, and their
     {'std', 'coherence'} (the weights start at std 0.02 and coherence about 0: noise)."""
-    from dcgan_tf import guided_backprop  # noqa: PLC0415
+    from dcgan_tf.inside import guided_backprop  # noqa: PLC0415
 
     kernel = np.asarray(discriminator.layers[0].kernel, np.float32)
     if kernel.ndim != 4:
@@ -116,7 +117,7 @@ def filters_picture(discriminator) -> tuple[np.ndarray, dict[str, float]]:
 
 def feature_maps_picture(discriminator, real: np.ndarray) -> np.ndarray:
     """For each real image, one row per D layer: the image, then that layer's most active maps for it."""
-    from dcgan_tf import guided_backprop  # noqa: PLC0415
+    from dcgan_tf.inside import guided_backprop  # noqa: PLC0415
 
     size = real.shape[1]
     cells = []
@@ -185,13 +186,14 @@ def run(cfg: Config, workdir: str, out_dir: str) -> dict[str, Any]:
        ..., 'classifier': ...} (statistics without the index arrays), 'step': int}; also written to
       `out_dir`/visualize.json.
     """
-    from dcgan_tf import models, probe  # noqa: PLC0415
+    from dcgan_tf import models  # noqa: PLC0415
+    from dcgan_tf.quality import probe  # noqa: PLC0415
 
     run_cfg, trained, step = probe.restore_discriminator(workdir)
     # A D that never saw data: the same shape, another seed (as --mode=probe compares with).
     random_d = models.build_discriminator(run_cfg.replace(seed=run_cfg.seed + 1))
     train = _training_images(run_cfg)
-    pool = train[:FEATURE_POOL].astype(np.float32) / 127.5 - 1.0
+    pool = images.to_unit_range(train[:FEATURE_POOL])
     files, result = {}, {'step': step}
 
     def save(name: str, picture: np.ndarray) -> None:

@@ -19,6 +19,7 @@ from absl import logging
 from keras import layers
 
 from dcgan_tf import data
+from dcgan_tf import images as images_lib
 from dcgan_tf.config import Config, ConfigError
 
 NUM_CLASSES = 10
@@ -75,7 +76,7 @@ def _load_split(cfg: Config, split: str, limit: int) -> tuple[np.ndarray, np.nda
     images, labels = data.load_mnist_like(cfg.dataset, cfg.data_dir, split, cfg.download)
     if limit:
         images, labels = images[:limit], labels[:limit]
-    return to_classifier_input(images.astype(np.float32) / 127.5 - 1.0), labels.astype(np.int64)
+    return to_classifier_input(images_lib.to_unit_range(images)), labels.astype(np.int64)
 
 
 def to_classifier_input(images: np.ndarray | tf.Tensor) -> tf.Tensor:

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from dcgan_tf import images as images_lib
+
 CHUNK = 4096  # Bank rows per distance block: [queries, CHUNK] floats at a time.
 
 
@@ -49,17 +51,17 @@ def nearest(
 
 def pixel_vectors(images: np.ndarray) -> np.ndarray:
     """uint8 [N, H, W, C] -> float32 [N, H*W*C] in [-1, 1]."""
-    return (images.reshape(len(images), -1).astype(np.float32) / 127.5) - 1.0
+    return images_lib.to_unit_range(images.reshape(len(images), -1))
 
 
 def classifier_vectors(path: str, images: np.ndarray, batch: int = 500) -> np.ndarray:
     """The project classifier's penultimate features [N, 256] of uint8 images (any size: resized to 28x28)."""
-    from dcgan_tf import classifier  # noqa: PLC0415 - Keras and the model only when asked for.
+    from dcgan_tf.quality import classifier  # noqa: PLC0415 - Keras and the model only when asked for.
 
     model = classifier.load_feature_model(path)
     parts = []
     for i in range(0, len(images), batch):
-        x = classifier.to_classifier_input(images[i : i + batch].astype(np.float32) / 127.5 - 1.0)
+        x = classifier.to_classifier_input(images_lib.to_unit_range(images[i : i + batch]))
         parts.append(np.asarray(model(x, training=False)[0]))
     return np.concatenate(parts)
 

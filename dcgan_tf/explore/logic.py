@@ -1,7 +1,7 @@
 """The explorer's logic without a page: sample grids, picks, latent walks, arithmetic, directions, image to z.
 
 Everything works from an exported generator (`export.load`) with numpy in and out, so the page
-(`explore_app.py`) only wires widgets to these functions and the tests call them directly. Bad input raises
+(`app.py`) only wires widgets to these functions and the tests call them directly. Bad input raises
 ConfigError with one sentence for the page to show.
 """
 
@@ -161,7 +161,7 @@ def to_target(picture: np.ndarray, resolution: int, channels: int) -> np.ndarray
         picture = picture[..., :1]
     elif picture.shape[-1] == 1 and channels == 3:
         picture = np.repeat(picture, 3, axis=-1)
-    return (picture.astype(np.float32) / 127.5 - 1.0)[None]
+    return images.to_unit_range(picture)[None]
 
 
 def image_to_z(

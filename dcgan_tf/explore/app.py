@@ -1,6 +1,6 @@
 """`--mode=explore`: a Gradio page on an export: sample grid, picks, walks, arithmetic, sliders, image to z.
 
-The page only wires widgets to `explore.py`'s functions; it needs the SavedModel and Gradio (the optional
+The page only wires widgets to `logic.py`'s functions; it needs the SavedModel and Gradio (the optional
 extra `pip install -e '.[explore]'`), nothing of the training code. A handler's bad input shows its one
 sentence in the page's status line.
 """
@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from dcgan_tf import explore, export, images
+from dcgan_tf import export, images
 from dcgan_tf.config import Config, ConfigError
+from dcgan_tf.explore import logic as explore
 
 WALK_STEPS = 8
 MISSING_GRADIO = "--mode=explore needs Gradio, which is not installed: pip install -e '.[explore]'."

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from dcgan_tf import images as images_lib
 from dcgan_tf.config import Config, ConfigError, parse_labels_per_class
 
 POOLED_SIZE = 4
@@ -65,7 +66,7 @@ def feature_extractor(discriminator):
 def extract_features(extract, images: np.ndarray) -> np.ndarray:
     """Features of uint8 images [N, H, W, C], in batches."""
     parts = [
-        np.asarray(extract(images[i : i + FEATURE_BATCH].astype(np.float32) / 127.5 - 1.0))
+        np.asarray(extract(images_lib.to_unit_range(images[i : i + FEATURE_BATCH])))
         for i in range(0, len(images), FEATURE_BATCH)
     ]
     return np.concatenate(parts)

@@ -1,14 +1,13 @@
-"""A Dropout layer whose random mask costs a third of Keras' (`--fast_layers`).
+"""A Dropout layer whose random mask costs a fraction of Keras' (`--fast_layers`).
 
 Keras draws one uniform float per unit and compares it with the rate. On a CPU, drawing those floats
-took about a fifth of the op time of the tutorial model's training step (4.8 million units per D call
-at batch 256). Sixteen random bits per unit decide just as well: the unit is kept when its bits are at least
-round(rate * 2**16), a keep probability within 2**-17 of 1 - rate. One uint32 draw gives two units'
-bits: the draw measured 3.3x cheaper than the floats, the whole dropout 1.7x faster. (Keras' own mask
-under mixed_bfloat16 compares bfloat16 uniforms, which have 7 bits: rate 0.3 kept 69.5% of the units,
-not 70%; this one keeps 70.0% in any precision.) The layer's SeedGenerator advances exactly as Keras'
-does, so checkpoints and resumes are unchanged. Only on a CPU: accelerators were not measured and keep
-Keras' mask.
+is a large share of the tutorial model's training step (millions of units per D call). Sixteen random
+bits per unit decide just as well: the unit is kept when its bits are at least round(rate * 2**16), a
+keep probability within 2**-17 of 1 - rate. One uint32 draw gives two units' bits, a much cheaper draw
+than the floats. (Keras' own mask under mixed_bfloat16 compares bfloat16 uniforms, which have 7 bits:
+rate 0.3 kept 69.5% of the units, not 70%; this one keeps 70.0% in any precision.) The layer's
+SeedGenerator advances exactly as Keras' does, so checkpoints and resumes are unchanged. Only on a CPU:
+accelerators were not measured and keep Keras' mask.
 """
 
 from __future__ import annotations

@@ -1,18 +1,18 @@
 """Conv2D / Conv2DTranspose layers that train with faster formulations of oneDNN's slow ops (`--fast_conv`).
 
 Two ops of the DCGAN step run far below the CPU's speed for their FLOPs; each has an exact rewrite that
-runs on oneDNN's fast forward-convolution kernel (measured on a 2-core AVX512_BF16 CPU, batch 128):
+runs on oneDNN's fast forward-convolution kernel:
 
-* The bfloat16 kernel gradient (Conv2DBackpropFilter) uses an older JIT kernel: 286-438 GFLOP/s against
-  575-754 for the forward convolution of the same shape. The same sum,
+* The bfloat16 kernel gradient (Conv2DBackpropFilter) uses an older JIT kernel, about half as fast as the
+  forward convolution of the same shape. The same sum,
       dkernel[i, j, c, o] = sum over n, y, x of inputs[n, s*y + i, s*x + j, c] * out_grad[n, y, x, o],
   is a forward convolution with the roles swapped (channels as the batch, the batch as the channels,
-  out_grad as a kernel dilated by the stride): 2.4x faster for a 4x4 output map, 1.3x for 8x8, slower
-  from 16x16 up and in float32, hence used for bfloat16 maps at most FORWARD_GRAD_MAX_SIZE wide.
-* A strided transposed convolution to few channels (G's RGB output, and D's input gradient) ran at
-  about 60 GFLOP/s. Each output phase (y mod s, x mod s) is a stride-1 convolution of the input with a
+  out_grad as a kernel dilated by the stride): faster for small output maps, slower for large ones and
+  in float32, hence used for bfloat16 maps at most FORWARD_GRAD_MAX_SIZE wide.
+* A strided transposed convolution to few channels (G's RGB output, and D's input gradient) runs far
+  below the CPU's speed. Each output phase (y mod s, x mod s) is a stride-1 convolution of the input with a
   slice of the kernel, so all s*s phases are one convolution to s*s*C channels and a depth_to_space
-  ("sub-pixel" form): 2.2x-3x faster in float32 and bfloat16 for <= SUBPIXEL_MAX_CHANNELS channels.
+  ("sub-pixel" form): several times faster in float32 and bfloat16 for <= SUBPIXEL_MAX_CHANNELS channels.
 
 Only training uses them (inference goes through the Keras layer untouched), and only on a CPU whose
 TensorFlow runs on oneDNN: GPUs and TPUs were not measured, and TensorFlow's Eigen kernels (used where

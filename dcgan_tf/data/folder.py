@@ -1,0 +1,139 @@
+"""Image files under a folder (--dataset=folder), and CelebA's img_align_celeba/ folder with its partition.
+
+Listing follows symlinks but reaches each folder and file once; files are decoded in the pipeline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import ClassVar
+
+import tensorflow as tf
+from absl import logging
+
+from dcgan_tf.config import Config, is_url
+from dcgan_tf.data.base import AUTOTUNE, DataError, KeyedSource, check_some_decode, hold_out, sample_evenly
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp')
+# CelebA's list_eval_partition.txt numbers its splits.
+CELEBA_PARTITIONS = {'train': 0, 'validation': 1, 'test': 2}
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderSource(KeyedSource):
+    """Image files, decoded on the fly; keys are their paths."""
+
+    files: tuple[str, ...] = ()
+
+    kind: ClassVar[str] = 'files'
+
+    def key_list(self) -> tuple[str, ...]:
+        return self.files
+
+    def describe(self) -> str:
+        return 'decoded from files'
+
+    def fetch(self, keys: tf.data.Dataset) -> tf.data.Dataset:
+        return keys.map(tf.io.read_file, num_parallel_calls=AUTOTUNE)
+
+    def fetch_marked(self, keys: tf.data.Dataset) -> tf.data.Dataset:
+        def read(key: tf.Tensor, end: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            return tf.cond(end, lambda: tf.constant(b''), lambda: tf.io.read_file(key)), end
+
+        return keys.map(read, num_parallel_calls=AUTOTUNE)
+
+
+def _local_image_files(data_dir: str) -> tuple[list[str], int]:
+    """Image files under a local folder, following symlinks but reaching each folder and file once.
+
+    Returns the files (sorted) and how many folders or files were left out as second names of ones
+    already listed: a link back up the tree (sub/loop -> ..) would otherwise be walked until the path
+    grew too long, counting every file dozens of times.
+    """
+
+    def identity(path: str) -> tuple[int, int] | None:
+        try:
+            st = os.stat(path)  # Follows links: a link and its target are one folder or file.
+        except OSError:
+            return None  # A dangling link: listed, then skipped (and counted) like any unreadable file.
+        return st.st_dev, st.st_ino
+
+    seen_dirs, left_out, candidates = {identity(data_dir)}, 0, []
+    for root, dirs, names in os.walk(data_dir, followlinks=True):
+        kept = []
+        for name in sorted(dirs):  # Sorted, so which of two names for a folder is kept never varies.
+            key = identity(os.path.join(root, name))
+            if key is None or key in seen_dirs:
+                left_out += key is not None
+                continue
+            seen_dirs.add(key)
+            kept.append(name)
+        dirs[:] = kept
+        candidates.extend(os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
+    files, seen_files = [], set()
+    for path in sorted(candidates):
+        key = identity(path)
+        if key is not None and key in seen_files:
+            left_out += 1
+            continue
+        seen_files.add(key)
+        files.append(path)
+    return files, left_out
+
+
+def list_image_files(data_dir: str) -> list[str]:
+    """Every image file under `data_dir`, recursively, in a stable (sorted) order.
+
+    Symlinked files and folders are followed, but a folder or file reached under a second name (a
+    symlink loop, an alias, a hard link) is listed once, with a warning. URL-style paths go to gfile.
+    """
+    if is_url(data_dir):
+        files = []
+        for root, _, names in tf.io.gfile.walk(data_dir):
+            files.extend(os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
+        return sorted(files)
+    files, left_out = _local_image_files(data_dir)
+    if left_out:
+        logging.warning(
+            '--data_dir=%s: left out %d symlinked folder(s) or file(s) that lead to ones already listed '
+            '(a symlink loop or a second name); each image is read once.',
+            data_dir,
+            left_out,
+        )
+    return files
+
+
+def folder_source(
+    cfg: Config, split: str, name: str = 'folder', partitions: dict[str, int] | None = None
+) -> FolderSource:
+    files = list_image_files(cfg.data_dir)
+    if not files:
+        raise DataError(f'--data_dir={cfg.data_dir} holds no images ({", ".join(IMAGE_EXTENSIONS)}).')
+    if partitions is not None:  # CelebA's official train/validation/test partition.
+        wanted = CELEBA_PARTITIONS['train' if cfg.eval_holdout else split]
+        files = [f for f in files if partitions.get(os.path.basename(f)) == wanted]
+        if not files:
+            raise DataError(f'No image of {cfg.data_dir} is in the {split} part of list_eval_partition.txt.')
+    files = hold_out(files, split, cfg.eval_holdout, cfg.data_dir)
+    check_some_decode(cfg, sample_evenly(files), lambda f: tf.io.read_file(f), f'--data_dir={cfg.data_dir}')
+    return FolderSource(name=f'{name}:{cfg.data_dir}', files=tuple(files))
+
+
+def celeba_folder(cfg: Config, split: str) -> FolderSource | None:
+    """CelebA from its img_align_celeba/ folder (the usual escape when tfds' download fails)."""
+    if not cfg.data_dir or is_url(cfg.data_dir) or not os.path.isdir(cfg.data_dir):
+        return None
+    image_dir = cfg.data_dir
+    if os.path.isdir(os.path.join(cfg.data_dir, 'img_align_celeba')):
+        image_dir = os.path.join(cfg.data_dir, 'img_align_celeba')
+    if not any(n.lower().endswith('.jpg') for n in os.listdir(image_dir)):
+        return None  # A tfds data_dir, not the folder.
+    partitions = None
+    for folder in (image_dir, os.path.dirname(os.path.abspath(image_dir))):
+        path = os.path.join(folder, 'list_eval_partition.txt')
+        if os.path.isfile(path):
+            with open(path) as f:
+                partitions = dict((n, int(p)) for n, p in (line.split() for line in f if line.strip()))
+            break
+    return folder_source(cfg.replace(data_dir=image_dir), split, 'celeb_a folder', partitions)
