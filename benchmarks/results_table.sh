@@ -1,21 +1,20 @@
 #!/usr/bin/env bash
-# Reproduces the "Measuring quality" results table of README.md on MNIST and Fashion-MNIST:
+# Reproduces the results table of docs/quality.md on MNIST and Fashion-MNIST:
 # feature classifiers, two short GAN runs, FID/KID/score/coverage of trained G, real held-out data (the
 # floor) and an untrained G (the ceiling), and the discriminator-feature probe. About two hours on 2 CPU
 # cores, most of it the all-labels probe (liblinear on 59,000 x 1,536 features, 4 values of C, twice).
 #
-#   bash benchmarks/results_table.sh [OUT_DIR]        (default runs/results; MNIST IDX files in
-#                                                      ../shared/data/mnist, Fashion-MNIST from the Debian
-#                                                      package dataset-fashion-mnist)
+#   MNIST_DIR=... FASHION_DIR=... bash benchmarks/results_table.sh [OUT_DIR]   (default runs/results;
+#   each DIR holds the four IDX files; Fashion-MNIST defaults to Debian's dataset-fashion-mnist)
 set -euo pipefail
 OUT=${1:-runs/results}
-MNIST_DIR=${MNIST_DIR:-../shared/data/mnist}
+MNIST_DIR=${MNIST_DIR:-mnist_idx}
 FASHION_DIR=${FASHION_DIR:-/usr/share/datasets/fashion-mnist}
 # Modest sample counts: CPU time is scarce here. Papers use 50,000 generated images.
 SAMPLES=${SAMPLES:-5000}
 RUN="python -m dcgan_tf.main"
 
-python benchmarks/classifier_accuracy.py --out_dir="$OUT/classifiers"
+python benchmarks/classifier_accuracy.py --mnist_dir="$MNIST_DIR" --fashion_dir="$FASHION_DIR" --out_dir="$OUT/classifiers"
 
 for DATASET in mnist fashion_mnist; do
   if [ "$DATASET" = mnist ]; then DIR=$MNIST_DIR; else DIR=$FASHION_DIR; fi
