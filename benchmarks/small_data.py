@@ -15,7 +15,6 @@ Each run takes minutes on a CPU; nothing here runs in the test suite.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import statistics
@@ -35,17 +34,10 @@ FILES = ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz')
 TEST_FILES = ('t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz')
 
 
-def _write_idx(path: str, array: np.ndarray) -> None:
-    # IDX: two zero bytes, the type (0x08 = uint8), the number of dimensions, then big-endian sizes.
-    header = bytes([0, 0, 8, array.ndim]) + b''.join(int(n).to_bytes(4, 'big') for n in array.shape)
-    with gzip.open(path, 'wb') as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
 def _subset(source_dir: str, out_dir: str, num: int) -> str:
     os.makedirs(out_dir, exist_ok=True)
     for name in FILES:
-        _write_idx(os.path.join(out_dir, name), data.read_idx(os.path.join(source_dir, name))[:num])
+        data.write_idx(os.path.join(out_dir, name), data.read_idx(os.path.join(source_dir, name))[:num])
     for name in TEST_FILES:  # The loader wants a test split too; evaluation uses the full one.
         target = os.path.join(out_dir, name)
         if not os.path.exists(target):

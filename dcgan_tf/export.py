@@ -353,6 +353,38 @@ def run_config(workdir: str) -> Config:
     return workdir_lib.recorded_config(workdir)
 
 
+def restore_models(
+    workdir: str,
+    cfg: Config,
+    builders: dict,
+    checkpoint_dir: str | None = None,
+    missing: str = 'has no checkpoint yet; train first (--mode=train)',
+) -> tuple[dict, int]:
+    """({name: model}, step) from the newest checkpoint of a run that restores, one model per builder.
+
+    `builders` maps checkpoint names ('generator', 'discriminator', ...) to functions of the Config; a
+    name ending in '?' is optional (built only where the checkpoint holds it). Nothing in the workdir
+    is changed: a damaged latest checkpoint falls back to the one before with a warning.
+    """
+    built = {}
+
+    def restore(prefix: str) -> None:
+        names = workdir_checkpoints.checkpoint_objects(prefix)
+        built.clear()
+        for name, build in builders.items():
+            if not name.endswith('?') or name[:-1] in names:
+                built[name.rstrip('?')] = build(cfg)
+        built['step'] = tf.Variable(0, dtype=tf.int64)
+        tf.train.Checkpoint(**built).restore(prefix).expect_partial().assert_existing_objects_matched()
+
+    directory = checkpoint_dir or workdir_lib.checkpoint_dir(workdir)
+    restored, _ = workdir_checkpoints.restore_newest(directory, restore, workdir)
+    if restored is None:
+        raise ConfigError(f'--workdir={workdir} {missing}.')
+    step = int(built.pop('step'))
+    return built, step
+
+
 def restore_generators(
     workdir: str,
     cfg: Config | None = None,
@@ -362,28 +394,14 @@ def restore_generators(
     """(cfg, generator, ema_generator or None, step) from the newest checkpoint of a run that restores.
 
     `checkpoint_dir` defaults to `<workdir>/checkpoints` (evaluation passes its `best/` folder);
-    `missing` completes the sentence raised when it holds no checkpoint. Nothing in the workdir is
-    changed: a damaged latest checkpoint falls back to the one before with a warning.
+    `missing` completes the sentence raised when it holds no checkpoint.
     """
     from dcgan_tf import models  # noqa: PLC0415 - only this path needs the model builders.
 
     cfg = cfg or run_config(workdir)
-    built = {}
-
-    def restore(prefix: str) -> None:
-        names = workdir_checkpoints.checkpoint_objects(prefix)
-        built.clear()
-        built['generator'] = models.build_generator(cfg)
-        if 'ema_generator' in names:
-            built['ema_generator'] = models.build_generator(cfg)
-        built['step'] = tf.Variable(0, dtype=tf.int64)
-        tf.train.Checkpoint(**built).restore(prefix).expect_partial().assert_existing_objects_matched()
-
-    directory = checkpoint_dir or workdir_lib.checkpoint_dir(workdir)
-    restored, _ = workdir_checkpoints.restore_newest(directory, restore, workdir)
-    if restored is None:
-        raise ConfigError(f'--workdir={workdir} {missing}.')
-    return cfg, built['generator'], built.get('ema_generator'), int(built['step'])
+    builders = {'generator': models.build_generator, 'ema_generator?': models.build_generator}
+    built, step = restore_models(workdir, cfg, builders, checkpoint_dir, missing)
+    return cfg, built['generator'], built.get('ema_generator'), step
 
 
 def export_from_checkpoint(workdir: str, path: str | None = None) -> str:

@@ -25,6 +25,8 @@ requires_bfloat16 = pytest.mark.skipif(
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_MNIST = os.path.join(REPO_ROOT, '..', 'shared', 'data', 'mnist')
+# The files themselves, not the folder: tensorflow-datasets creates the folder when it tries to download.
+HAVE_SHARED_MNIST = os.path.isfile(os.path.join(SHARED_MNIST, 'train-images-idx3-ubyte.gz'))
 # The tiny models live in tiny.py (multiworker_task.py uses them without this module's devices).
 from tiny import TINY_CLI, tiny_config  # noqa: E402, F401
 
@@ -32,3 +34,21 @@ from tiny import TINY_CLI, tiny_config  # noqa: E402, F401
 @pytest.fixture
 def tiny_cfg():
     return tiny_config()
+
+
+@pytest.fixture(scope='session')
+def mnist_dir(tmp_path_factory) -> str:
+    """A folder of the four MNIST IDX files: the real ones where this checkout has them, else made from
+    the digits the package ships (8,000 for train, the other 2,000 for test), so no test needs a download.
+    """
+    if HAVE_SHARED_MNIST:
+        return SHARED_MNIST
+    from dcgan_tf import data
+
+    images, labels = data.load_embedded()
+    folder = tmp_path_factory.mktemp('mnist_idx')
+    for split, part in (('train', slice(0, 8000)), ('test', slice(8000, None))):
+        image_stem, label_stem = data.arrays.IDX_FILES[split]
+        data.write_idx(str(folder / f'{image_stem}.gz'), images[part, ..., 0])
+        data.write_idx(str(folder / f'{label_stem}.gz'), labels[part])
+    return str(folder)

@@ -8,7 +8,6 @@ import pytest
 
 from dcgan_tf.config import Config, ConfigError, validate
 from dcgan_tf.quality import classifier, features
-from tests.conftest import SHARED_MNIST
 
 
 def test_classifier_shapes_and_named_layers():
@@ -24,28 +23,28 @@ def test_to_classifier_input_resizes_and_greys():
     np.testing.assert_allclose(out, 0.5, atol=1e-5)
 
 
-def test_brief_training_on_real_mnist_learns_and_saves(tmp_path):
+def test_brief_training_on_real_mnist_learns_and_saves(tmp_path, mnist_dir):
     # 4,000 digits, 2 epochs: far from the 99% of the full run (benchmarks/classifier_accuracy.py),
     # but a broken model, loss or data path stays near chance (10%).
     cfg = Config(
         mode='train_classifier',
         dataset='mnist',
-        data_dir=SHARED_MNIST,
+        data_dir=mnist_dir,
         batch_size=64,
         classifier_epochs=2,
         classifier_train_examples=4000,
     )
     result = classifier.train_classifier(cfg, str(tmp_path))
     assert result['test_accuracy'] > 0.85, result
-    assert result['num_train'] == 4000 and result['num_test'] == 10000
+    from dcgan_tf import data
+
+    images, labels = data.load_idx_split(mnist_dir, 'test')
+    assert result['num_train'] == 4000 and result['num_test'] == len(labels)
     assert os.path.isfile(result['path'])
     with open(os.path.splitext(result['path'])[0] + '.json') as f:
         assert json.load(f)['test_accuracy'] == result['test_accuracy']
     # The saved model is a feature net: 256-d features, probabilities summing to 1.
     net = features.classifier_net('mnist', result['path'])
-    from dcgan_tf import data
-
-    images, labels = data.load_idx_split(SHARED_MNIST, 'test')
     vectors, probabilities = net(images[:64].astype(np.float32) / 127.5 - 1.0)
     assert vectors.shape == (64, 256)
     np.testing.assert_allclose(probabilities.sum(1), 1.0, rtol=1e-5)

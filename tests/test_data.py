@@ -1,12 +1,11 @@
 """Every source gives float32 NHWC batches in [-1, 1]; the order is a function of the seed."""
 
 import gzip
-import os
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
-from conftest import SHARED_MNIST, tiny_config
+from conftest import HAVE_SHARED_MNIST, SHARED_MNIST, tiny_config
 
 from dcgan_tf import data
 
@@ -45,7 +44,7 @@ def test_read_idx_raw_and_gzip_agree(tmp_path):
         data.read_idx(str(tmp_path / 'short'))
 
 
-@pytest.mark.skipif(not os.path.isdir(SHARED_MNIST), reason='../shared/data/mnist is absent')
+@pytest.mark.skipif(not HAVE_SHARED_MNIST, reason='the full MNIST IDX files are not beside this checkout')
 def test_mnist_from_local_idx_files():
     images, labels = data.load_mnist_like('mnist', SHARED_MNIST, 'train')
     assert images.shape == (60000, 28, 28, 1) and labels.shape == (60000,)

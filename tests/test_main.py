@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from conftest import REPO_ROOT, SHARED_MNIST, TINY_CLI
+from conftest import HAVE_SHARED_MNIST, REPO_ROOT, SHARED_MNIST, TINY_CLI
 from tiny import TINY_MODEL_CLI
 
 TINY = TINY_MODEL_CLI
@@ -74,7 +74,7 @@ def test_onednn_is_on_for_every_x86_cpu_unless_the_user_says_otherwise(monkeypat
     assert 'TF_ENABLE_ONEDNN_OPTS' not in os.environ
 
 
-@pytest.mark.skipif(not os.path.isdir(SHARED_MNIST), reason='../shared/data/mnist is absent')
+@pytest.mark.skipif(not HAVE_SHARED_MNIST, reason='the full MNIST IDX files are not beside this checkout')
 def test_train_on_real_mnist_files(tmp_path):
     result = run_cli(
         '--dataset=mnist',

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from dcgan_tf import models, train
 from dcgan_tf.quality import probe
-from tests.conftest import SHARED_MNIST, tiny_config
+from tests.conftest import tiny_config
 
 
 @pytest.mark.parametrize('height, expected', [(14, 4), (7, 4), (8, 4), (16, 4), (2, 2)])
@@ -57,8 +57,8 @@ def test_probe_learns_separable_classes_from_a_random_discriminator():
     assert results['all']['c'] in probe.C_GRID
 
 
-def test_probe_mode_on_a_tiny_mnist_run(tmp_path, capsys):
-    cfg = tiny_config(dataset='mnist', data_dir=SHARED_MNIST, train_steps=2, checkpoint_every=2)
+def test_probe_mode_on_a_tiny_mnist_run(tmp_path, capsys, mnist_dir):
+    cfg = tiny_config(dataset='mnist', data_dir=mnist_dir, train_steps=2, checkpoint_every=2)
     workdir = str(tmp_path / 'run')
     train.train_and_evaluate(cfg, workdir)
     probe_cfg = cfg.replace(mode='probe', probe_labels_per_class='3', probe_test_examples=200)
@@ -70,3 +70,15 @@ def test_probe_mode_on_a_tiny_mnist_run(tmp_path, capsys):
         # Ten classes: a working probe beats chance (0.1) even on 3 labels per class.
         assert 0.2 < result[which]['3']['accuracy'] <= 1.0
     assert result['protocol']['num_test'] == 200 and 'step 2' in result['protocol']['discriminator']
+
+
+def test_probe_restores_past_a_damaged_latest_checkpoint(tmp_path):
+    # The probe takes D through the same checkpoint choice as every tool: a cut-short latest falls back.
+    cfg = tiny_config(train_steps=4, checkpoint_every=2)
+    workdir = tmp_path / 'run'
+    trainer = train.train_and_evaluate(cfg, str(workdir))
+    data_file = workdir / 'checkpoints' / 'ckpt-4.data-00000-of-00001'
+    data_file.write_bytes(data_file.read_bytes()[:100])
+    run_cfg, discriminator, step = probe.restore_discriminator(str(workdir))
+    assert step == 2 and run_cfg.model_flags == cfg.model_flags
+    assert discriminator.count_params() == trainer.discriminator.count_params()

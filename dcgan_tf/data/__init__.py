@@ -7,7 +7,14 @@ resumed run sees exactly the data an uninterrupted one would). A pass that yield
 and prepared shards that do not match their manifest, stop the run with one sentence.
 """
 
-from dcgan_tf.data.arrays import load_embedded, load_idx_split, load_mnist_like, make_shapes, read_idx
+from dcgan_tf.data.arrays import (
+    load_embedded,
+    load_idx_split,
+    load_mnist_like,
+    make_shapes,
+    read_idx,
+    write_idx,
+)
 from dcgan_tf.data.base import (
     DataError,
     KeyedSource,
@@ -75,4 +82,5 @@ __all__ = [
     'steps_for_epochs',
     'take_images',
     'to_unit_range',
+    'write_idx',
 ]

@@ -48,6 +48,14 @@ def _find_idx(data_dir: str, stem: str) -> str | None:
     return None
 
 
+def write_idx(path: str, array: np.ndarray) -> None:
+    """Writes uint8 `array` as an IDX file (gzipped where `path` ends in .gz), the format read_idx reads."""
+    header = bytes([0, 0, 8, array.ndim]) + b''.join(int(n).to_bytes(4, 'big') for n in array.shape)
+    opener = gzip.open if path.endswith('.gz') else open
+    with opener(path, 'wb') as f:
+        f.write(header + np.ascontiguousarray(array, np.uint8).tobytes())
+
+
 def load_idx_split(data_dir: str, split: str = 'train') -> tuple[np.ndarray, np.ndarray]:
     """Images [N, 28, 28, 1] uint8 and labels [N] of one MNIST-format split in `data_dir`."""
     image_stem, label_stem = IDX_FILES[split]

@@ -187,20 +187,12 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def restore_discriminator(workdir: str):
-    """(run Config, D with the latest checkpoint's weights, step) of the run in `workdir`."""
-    import tensorflow as tf  # noqa: PLC0415
-
-    from dcgan_tf import export, models  # noqa: PLC0415
+    """(run Config, D with the newest restorable checkpoint's weights, step) of the run in `workdir`."""
+    from dcgan_tf import export, models  # noqa: PLC0415 - TensorFlow only on this path.
 
     run_cfg = export.run_config(workdir)
-    latest = tf.train.latest_checkpoint(os.path.join(workdir, 'checkpoints'))
-    if latest is None:
-        raise ConfigError(f'--workdir={workdir} has no checkpoint yet; train first (--mode=train).')
-    discriminator = models.build_discriminator(run_cfg)
-    step = tf.Variable(0, dtype=tf.int64)
-    checkpoint = tf.train.Checkpoint(discriminator=discriminator, step=step)
-    checkpoint.restore(latest).expect_partial().assert_existing_objects_matched()
-    return run_cfg, discriminator, int(step)
+    built, step = export.restore_models(workdir, run_cfg, {'discriminator': models.build_discriminator})
+    return run_cfg, built['discriminator'], step
 
 
 def run(cfg: Config, workdir: str) -> dict[str, Any]:
