@@ -4,7 +4,7 @@ From Python: `cfg = dcgan_tf.Config.create(train_steps=100)` or `dcgan_tf.config
 (validated), `dcgan_tf.train.train_and_evaluate(cfg, workdir)`, `dcgan_tf.export.load(path)`.
 """
 
-__version__ = '0.1.0'
+__version__ = '0.2.0'
 
 from dcgan_tf.config import Config, ConfigError  # noqa: E402
 

@@ -50,16 +50,7 @@ def z_rows(seed: int, start: int, stop: int, z_dim: int) -> np.ndarray:
 
 
 def _check_writable(out_dir: str) -> None:
-    probe = os.path.join(out_dir, f'.write_test{os.getpid()}')
-    try:
-        tf.io.gfile.makedirs(out_dir)
-        with tf.io.gfile.GFile(probe, 'w') as f:
-            f.write('ok')
-        tf.io.gfile.remove(probe)
-    except (tf.errors.OpError, OSError) as e:
-        raise ConfigError(
-            f'--out_dir={out_dir} is not writable ({workdir_lib.error_line(e)}); give a folder you can write.'
-        ) from None
+    workdir_lib.ensure_writable(out_dir, '--out_dir', '; give a folder you can write')
 
 
 def _pid_alive(pid: int) -> bool:

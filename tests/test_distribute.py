@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_config
+from conftest import requires_bfloat16, tiny_config
 from keras import layers
 
 from dcgan_tf import config as config_lib
@@ -287,6 +287,7 @@ def test_checkpoint_moves_between_two_replicas_and_one(tmp_path, two_replicas):
 # --- precision ---
 
 
+@requires_bfloat16
 def test_mixed_bfloat16_trains_with_float32_outputs(tmp_path, float32_policy_after):
     trainer = train.Trainer(_cfg(precision='mixed_bfloat16'), str(tmp_path))
     assert trainer.generator.get_layer(index=0).compute_dtype == 'bfloat16'

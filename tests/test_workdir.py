@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import REPO_ROOT, TINY_CLI, tiny_config
+from conftest import REPO_ROOT, TINY_CLI, requires_bfloat16, tiny_config
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
@@ -443,6 +443,7 @@ def _node_dtypes(saved_model: str) -> set[int]:
     return dtypes
 
 
+@requires_bfloat16
 def test_training_in_bfloat16_leaves_the_global_policy_and_exports_float32(tmp_path):
     before = keras.mixed_precision.global_policy().name
     run = str(tmp_path / 'run')

@@ -111,16 +111,16 @@ def check_overwrite(workdir: str) -> None:
         )
 
 
-def ensure_writable(workdir: str) -> None:
-    """Creates the workdir and writes (then deletes) a probe file; ConfigError if it cannot."""
-    probe = os.path.join(workdir, f'.write_test{os.getpid()}')
+def ensure_writable(folder: str, flag: str = '--workdir', advice: str = '') -> None:
+    """Creates `folder` and writes (then deletes) a probe file; ConfigError naming `flag` if it cannot."""
+    probe = os.path.join(folder, f'.write_test{os.getpid()}')
     try:
-        tf.io.gfile.makedirs(workdir)
+        tf.io.gfile.makedirs(folder)
         with tf.io.gfile.GFile(probe, 'w') as f:
             f.write('ok')
         tf.io.gfile.remove(probe)
     except (tf.errors.OpError, OSError) as e:
-        raise ConfigError(f'--workdir={workdir} is not writable ({error_line(e)}).') from None
+        raise ConfigError(f'{flag}={folder} is not writable ({error_line(e)}){advice}.') from None
 
 
 def clear(workdir: str) -> None:
