@@ -10,6 +10,7 @@ import dataclasses
 import os
 import re
 
+from dcgan_tf.bounds import bound_of, check_number, require
 from dcgan_tf.config import (
     DATASET_PREFIXES,
     DATASETS,
@@ -22,10 +23,7 @@ from dcgan_tf.config import (
     SAVED_MODEL_MODES,
     Config,
     ConfigError,
-    bound_of,
-    check_number,
     is_url,
-    require,
 )
 
 
