@@ -86,32 +86,20 @@ def _upsampling(
     output pixels unequal numbers of taps, a checkerboard (Odena et al. 2016); nearest-neighbour
     upsampling and then a stride-1 convolution gives every pixel the same.
     """
-    if cfg.upsample == 'resize':
-        return [
-            layers.UpSampling2D(2, interpolation='nearest', name=f'{name}_upsample'),
-            fast_conv.Conv2D(
-                filters,
-                cfg.kernel_size,
-                strides=1,
-                padding='same',
-                use_bias=use_bias,
-                kernel_initializer=init,
-                name=name,
-                fast_conv=cfg.fast_conv,
-            ),
-        ]
-    return [
-        fast_conv.Conv2DTranspose(
-            filters,
-            cfg.kernel_size,
-            strides=2,
-            padding='same',
-            use_bias=use_bias,
-            kernel_initializer=init,
-            name=name,
-            fast_conv=cfg.fast_conv,
-        )
-    ]
+    resize = cfg.upsample == 'resize'
+    conv = (fast_conv.Conv2D if resize else fast_conv.Conv2DTranspose)(
+        filters,
+        cfg.kernel_size,
+        strides=1 if resize else 2,
+        padding='same',
+        use_bias=use_bias,
+        kernel_initializer=init,
+        name=name,
+        fast_conv=cfg.fast_conv,
+    )
+    if resize:
+        return [layers.UpSampling2D(2, interpolation='nearest', name=f'{name}_upsample'), conv]
+    return [conv]
 
 
 def _stride1_conv(cfg: Config, width: int, seed: int, name: str) -> layers.Layer:
