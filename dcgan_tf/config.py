@@ -51,6 +51,9 @@ MODEL_FLAGS = (
     'g_extra_layers',
     'd_extra_layers',
     'upsample',
+    'conditional',
+    'num_classes',
+    'conditional_d',
 )
 # Flags that act on a folder or pick a tool rather than define the training, so a workdir's config.cfg
 # leaves them out: re-running it must never delete the run (--overwrite), switch to another mode, or
@@ -159,6 +162,21 @@ class Config:
         'stride-2 layer.',
         bound=Bound(0, 8),
     )
+    conditional: bool = _field(
+        False,
+        'Class-conditional dcgan: G takes z and a class, D the image and its class (needs a labelled data '
+        'set: embedded, mnist, fashion_mnist, a folder of class subfolders, a tfds set with labels, '
+        'prepared TFRecords with labels).',
+    )
+    num_classes: int = _field(
+        0, 'Classes of a --conditional model (0: as many as the data set has).', bound=Bound(0, 100000)
+    )
+    conditional_d: str = _field(
+        'projection',
+        "How a --conditional D reads the class: projection (an embedding of the class dotted with D's "
+        "last features, Miyato & Koyama 2018) or concat (one-hot maps beside the image, the paper's code).",
+        ('projection', 'concat'),
+    )
     # --- optimisation ---
     augment: str = _field(
         'none',
@@ -252,6 +270,12 @@ class Config:
         '',
         'Also write one PNG per sample into this folder, streamed and resumable, their z in z.npy '
         '(sample); where --mode=prepare writes TFRecords.',
+    )
+    label: int = _field(
+        -1,
+        'Class a --conditional export draws (sample, interpolate, arithmetic, explore); -1: every class in '
+        'turn (sample, interpolate) or the class of each z (arithmetic).',
+        bound=Bound(-1, 100000),
     )
     num_walks: int = _field(4, 'Latent walks, one grid row each (interpolate).')
     interp_steps: int = _field(8, 'Images per walk, end points included (interpolate).')

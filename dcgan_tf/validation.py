@@ -37,6 +37,10 @@ def validate_model_flags(cfg: Config) -> None:
     for name in ('z_dim', 'gf_dim', 'df_dim', 'kernel_size', 'g_extra_layers', 'd_extra_layers'):
         check_number(FIELDS[name], getattr(cfg, name))
     require(
+        not (cfg.conditional and cfg.arch == 'tutorial'),
+        '--conditional builds a class-conditional dcgan pair; it does not apply to --arch=tutorial.',
+    )
+    require(
         cfg.arch != 'tutorial' or (cfg.resolution == 28 and cfg.channels == 1),
         f"--arch=tutorial is the TF tutorial's MNIST pair: it needs --resolution=28 and "
         f'--channels=1, not {cfg.resolution} and {cfg.channels}.',
@@ -44,6 +48,8 @@ def validate_model_flags(cfg: Config) -> None:
 
 
 AUGMENT_OPS = ('color', 'translation', 'cutout')
+# Data sets without class labels (--conditional cannot train on them).
+UNLABELLED_DATASETS = ('synthetic', 'celeb_a', 'lsun_lmdb')
 
 
 def parse_augment_policy(policy: str) -> tuple[str, ...]:
@@ -287,6 +293,12 @@ def _validate_data_sets(cfg: Config) -> None:
         f'tfrecord:<folder>.',
     )
     parse_crop(cfg.crop)
+    unlabelled = dataset in UNLABELLED_DATASETS or dataset.startswith('lsun/')
+    require(
+        not (cfg.conditional and unlabelled),
+        f'--conditional needs class labels, and --dataset={dataset} has none; use embedded, mnist, '
+        f'fashion_mnist, a folder with one subfolder per class, or a tfds set with a label feature.',
+    )
     require(cfg.eval_holdout >= 0, f'--eval_holdout={cfg.eval_holdout} must not be negative.')
     require(cfg.shard_mb > 0, f'--shard_mb={cfg.shard_mb} must be a positive integer.')
     require(cfg.cache_mb >= 0, f'--cache_mb={cfg.cache_mb} must not be negative.')

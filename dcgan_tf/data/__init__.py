@@ -22,6 +22,7 @@ from dcgan_tf.data.base import (
     SkipCounter,
     Source,
     StreamSource,
+    check_labelled,
     num_skipped,
     pipeline_error_message,
 )
@@ -59,6 +60,7 @@ __all__ = [
     'SkipCounter',
     'Source',
     'StreamSource',
+    'check_labelled',
     'decode_and_fit',
     'describe',
     'file_digest',

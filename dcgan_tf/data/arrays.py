@@ -20,6 +20,21 @@ IDX_FILES = {
 }
 # --dataset values this module loads.
 DATASETS = ('synthetic', 'embedded', 'mnist', 'fashion_mnist')
+DIGITS = tuple(str(d) for d in range(10))
+# The names of the labels 0-9 (Xiao et al. 2017).
+FASHION_MNIST_CLASSES = (
+    'T-shirt/top',
+    'Trouser',
+    'Pullover',
+    'Dress',
+    'Coat',
+    'Sandal',
+    'Shirt',
+    'Sneaker',
+    'Bag',
+    'Ankle boot',
+)
+CLASS_NAMES = {'embedded': DIGITS, 'mnist': DIGITS, 'fashion_mnist': FASHION_MNIST_CLASSES}
 
 
 def read_idx(path: str) -> np.ndarray:
@@ -131,5 +146,8 @@ def array_source(cfg: Config, split: str) -> MemorySource:
         labels = hold_out(labels, split, cfg.eval_holdout, dataset)
         images = hold_out(images, split, cfg.eval_holdout, dataset)
     return MemorySource(
-        name=dataset, images=fit_array(images, cfg.resolution, cfg.channels, cfg.crop), labels=labels
+        name=dataset,
+        images=fit_array(images, cfg.resolution, cfg.channels, cfg.crop),
+        labels=labels,
+        class_names=CLASS_NAMES.get(dataset),
     )

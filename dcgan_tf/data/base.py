@@ -80,6 +80,8 @@ class Source:
     shuffle_cap: ClassVar[int | None] = None  # None: shuffling keys is cheap, the buffer may span the set.
     images: ClassVar[np.ndarray | None] = None  # Only in-memory sources hold their pixels.
     labels: ClassVar[np.ndarray | None] = None
+    # The name of each class label, in label order; None where the source has no labels.
+    class_names: ClassVar[tuple[str, ...] | None] = None
 
     @property
     def num_examples(self) -> int:
@@ -123,6 +125,7 @@ class MemorySource(Source):
 
     images: np.ndarray
     labels: np.ndarray | None = None
+    class_names: tuple[str, ...] | None = None
 
     kind: ClassVar[str] = 'memory'
     decoded: ClassVar[bool] = False
@@ -142,6 +145,12 @@ class MemorySource(Source):
         images = tf.constant(self.images)
         # Gather whole batches from memory: one op per batch instead of one per image.
         ds = keys.batch(batch, drop_remainder=True)
+        if cfg.conditional:
+            labels = tf.constant(self.labels, tf.int32)
+            return ds.map(
+                lambda idx: (to_unit_range(tf.gather(images, idx)), tf.gather(labels, idx)),
+                num_parallel_calls=AUTOTUNE,
+            )
         return ds.map(lambda idx: to_unit_range(tf.gather(images, idx)), num_parallel_calls=AUTOTUNE)
 
     def examples(self, cfg: Config, start: int, stop: int) -> tf.data.Dataset:
@@ -218,6 +227,28 @@ def _drop_label(raw: tf.Tensor, label: tf.Tensor) -> tf.Tensor:
     """Training needs images only; labels ride along in streams for --mode=prepare."""
     del label
     return raw
+
+
+def check_labelled(cfg: Config, source: Source) -> None:
+    """--conditional needs a label in [0, --num_classes) for every example; DataError before training."""
+    if not cfg.conditional:
+        return
+    if source.class_names is None:
+        raise DataError(
+            f'--conditional needs class labels, and {source.name} has none; use a labelled data set (embedded, '
+            f'mnist, fashion_mnist, a folder with one subfolder per class, a tfds set with a label feature).'
+        )
+    if cfg.num_classes and cfg.num_classes != len(source.class_names):
+        raise DataError(
+            f'--num_classes={cfg.num_classes}, but {source.name} has {len(source.class_names)} classes; '
+            f'leave --num_classes at 0 to take the data set\'s.'
+        )
+    labels = source.labels
+    if labels is not None and len(labels) and not 0 <= labels.min() <= labels.max() < len(source.class_names):
+        raise DataError(
+            f'{source.name} has labels from {labels.min()} to {labels.max()}, outside its '
+            f'{len(source.class_names)} classes 0 to {len(source.class_names) - 1}.'
+        )
 
 
 def num_skipped(source: Source) -> int:

@@ -115,7 +115,8 @@ def make_dataset(
     start_step: int = 0,
     repeat: bool = True,
 ) -> tf.data.Dataset:
-    """Batches of float32 images [per-replica batch, H, W, C] in [-1, 1].
+    """Batches of float32 images [per-replica batch, H, W, C] in [-1, 1]; with --conditional, pairs of
+    those and their int32 class labels [per-replica batch].
 
     Args:
       cfg: the run's Config (batch size, seed, resolution, channels, crop, shuffle buffer).
@@ -155,6 +156,8 @@ def make_dataset(
         keys = keys.map(lambda key: (key, tf.constant(False)))
 
     # Fetch and decode.
+    if source.decoded and cfg.conditional:
+        raise DataError(f'--conditional does not read labels from {source.kind} sources yet.')
     if source.decoded:
         whole = skip % (per_pass + 1) == 0  # The first pass end follows a whole pass.
         records = source.fetch_marked(keys)
