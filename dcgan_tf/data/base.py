@@ -235,13 +235,14 @@ def check_labelled(cfg: Config, source: Source) -> None:
         return
     if source.class_names is None:
         raise DataError(
-            f'--conditional needs class labels, and {source.name} has none; use a labelled data set (embedded, '
-            f'mnist, fashion_mnist, a folder with one subfolder per class, a tfds set with a label feature).'
+            f'--conditional needs class labels, and {source.name} has none; use a labelled data set '
+            f'(embedded, mnist, fashion_mnist, a folder with one subfolder per class, a tfds set with a '
+            f'label feature).'
         )
     if cfg.num_classes and cfg.num_classes != len(source.class_names):
         raise DataError(
             f'--num_classes={cfg.num_classes}, but {source.name} has {len(source.class_names)} classes; '
-            f'leave --num_classes at 0 to take the data set\'s.'
+            f"leave --num_classes at 0 to take the data set's."
         )
     labels = source.labels
     if labels is not None and len(labels) and not 0 <= labels.min() <= labels.max() < len(source.class_names):
@@ -249,6 +250,14 @@ def check_labelled(cfg: Config, source: Source) -> None:
             f'{source.name} has labels from {labels.min()} to {labels.max()}, outside its '
             f'{len(source.class_names)} classes 0 to {len(source.class_names) - 1}.'
         )
+
+
+def resolve_classes(cfg: Config, source: Source) -> Config:
+    """`cfg` with --num_classes set to the source's class count (a conditional run), after check_labelled."""
+    if not cfg.conditional:
+        return cfg
+    check_labelled(cfg, source)
+    return dataclasses.replace(cfg, num_classes=len(source.class_names))
 
 
 def num_skipped(source: Source) -> int:

@@ -16,6 +16,7 @@ from absl import logging
 
 from dcgan_tf import data, export, models
 from dcgan_tf import images as images_lib
+from dcgan_tf import workdir as workdir_lib
 from dcgan_tf.config import Config, ConfigError
 from dcgan_tf.quality.features import FeatureNet, accumulate, build_feature_net
 from dcgan_tf.quality.metrics import FeatureStats, compare, is_better
@@ -193,7 +194,9 @@ def export_best(workdir: str, path: str | None = None) -> str:
     cfg, generator, ema_generator, step = restore_best_generators(workdir)
     path = path or os.path.join(workdir, export.EXPORT_DIR)
     logging.info('Exporting the best checkpoint (step %d) to %s.', step, path)
-    return export.save(path, generator, cfg, step, ema_generator)
+    return export.save(
+        path, generator, cfg, step, ema_generator, class_names=workdir_lib.read_class_names(workdir)
+    )
 
 
 # --- --mode=evaluate ---
