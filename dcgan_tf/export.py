@@ -342,7 +342,7 @@ def check_labels(labels, num_classes: int, num: int, what: str = 'label') -> np.
     """
     if not num_classes:
         if labels is not None and np.any(np.asarray(labels) != -1):
-            raise ConfigError(f'This generator is unconditional: it takes no {what}; drop --label.')
+            raise ConfigError(f'This generator is unconditional: it draws no classes, so drop {what}.')
         return None
     if labels is None or np.ndim(labels) == 0:
         label = -1 if labels is None else int(labels)
@@ -442,6 +442,41 @@ class LoadedGenerator:
         return out['images'].numpy(), out['z'].numpy()
 
 
+class ClassGenerator:
+    """One class of a conditional LoadedGenerator, with the calls of an unconditional one (generate(z),
+    sample, interpolate, generate_float(z)), for tools that work in one class at a time (the explorer)."""
+
+    def __init__(self, generator: LoadedGenerator, label: int):
+        generator.labels(label, 1)  # One sentence for a label it cannot draw.
+        self.generator, self.label = generator, label
+        self.z_dim, self.metadata, self.fingerprint = (
+            generator.z_dim,
+            generator.metadata,
+            generator.fingerprint,
+        )
+        self.num_classes = 0  # Its calls take no labels.
+        self.class_name = generator.class_names[label] if label < len(generator.class_names) else str(label)
+        self.generate_float = None
+        if generator.generate_float is not None:
+            one_hot = tf.one_hot([label], generator.num_classes)
+            self.generate_float = lambda z: generator.generate_float(z, tf.tile(one_hot, [tf.shape(z)[0], 1]))
+
+    def check_z(self, z: np.ndarray, what: str = 'z') -> np.ndarray:
+        return self.generator.check_z(z, what)
+
+    def generate(self, z: np.ndarray, batch_size: int = 256, labels=None) -> np.ndarray:
+        del labels  # Always this view's class.
+        return self.generator.generate(z, batch_size, labels=self.label)
+
+    def sample(self, num: int, seed: int, label: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        del label
+        return self.generator.sample(num, seed, label=self.label)
+
+    def interpolate(self, z0, z1, steps: int, spherical: bool = True, label0=None, label1=None):
+        del label0, label1
+        return self.generator.interpolate(z0, z1, steps, spherical, self.label, self.label)
+
+
 def load(path: str, sampler: str = 'ema') -> LoadedGenerator:
     """Loads an export written by `save`; ConfigError with one sentence if `path` is not one."""
     if not tf.io.gfile.isdir(path):
@@ -468,6 +503,15 @@ def load(path: str, sampler: str = 'ema') -> LoadedGenerator:
 def run_config(workdir: str) -> Config:
     """The Config a run in `workdir` was trained with (its config.cfg), for rebuilding its models."""
     return workdir_lib.recorded_config(workdir)
+
+
+def require_unconditional(cfg: Config, workdir: str, mode: str) -> None:
+    """One sentence where a tool built for an unconditional pair meets a conditional run."""
+    if cfg.conditional:
+        raise ConfigError(
+            f'--mode={mode} reads unconditional runs, and {workdir} holds a conditional one (its G and D '
+            f'also take the class); sample, interpolate, arithmetic, evaluate and explore take --label.'
+        )
 
 
 def restore_models(
@@ -557,6 +601,11 @@ def run(cfg: Config) -> str:
 
         restore = evaluate.restore_best_generators if cfg.export_best else restore_generators
         run_cfg, generator, ema_generator, step = restore(cfg.workdir)
+        if run_cfg.conditional:
+            raise ConfigError(
+                f'--format={cfg.format} writes a generator of z alone, and {cfg.workdir} holds a conditional '
+                f'one; export it as a SavedModel (--format=saved_model), whose signatures take the label.'
+            )
         path = cfg.out or tflite.default_path(cfg.workdir, cfg.format)
         tflite.export_generators(generator, ema_generator, run_cfg.z_dim, path, cfg.format, cfg.sampler)
         logging.info(
