@@ -99,7 +99,9 @@ def run(tmp_path_factory):
     classifier.build_classifier().save(net)
     # Evaluated once (step 4), so the periodic evaluator's conditional path runs too.
     evaluated = dict(eval_every=4, feature_net='mnist', classifier_path=net, eval_samples=20, kid_subsets=2)
-    cfg = conditional_config(train_steps=4, num_grid=9, export_at_end=True, kid_subset_size=10, **evaluated)
+    cfg = conditional_config(
+        train_steps=4, num_grid=9, export_at_end=True, augment='diffaugment', kid_subset_size=10, **evaluated
+    )
     trainer = train.train_and_evaluate(cfg, workdir)
     return workdir, trainer
 
@@ -120,7 +122,9 @@ def test_the_run_records_its_classes_and_resumes(run):
     assert recorded.conditional and recorded.num_classes == CLASSES
     assert workdir_lib.read_class_names(workdir) == tuple(str(d) for d in range(10))
     # The same flags (--num_classes 0 again) resume: the count comes from the data before the check.
-    resumed = train.train_and_evaluate(conditional_config(train_steps=6, num_grid=9), workdir)
+    resumed = train.train_and_evaluate(
+        conditional_config(train_steps=6, num_grid=9, augment='diffaugment'), workdir
+    )
     assert int(resumed.step) == 6 and resumed.restored_from is not None
 
 
