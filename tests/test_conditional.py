@@ -298,3 +298,20 @@ def test_a_short_run_draws_the_requested_digit(tmp_path, mnist_dir):
         workdir,
     )
     assert result['metrics']['label_agreement'] > 0.8, result['metrics']
+
+
+def test_tf_serving_requests_carry_the_label(run):
+    from dcgan_tf import serving
+
+    workdir, _ = run
+    model = serving.SessionModel(workdir_lib.export_path(workdir))
+    try:
+        z = np.zeros(16).tolist()
+        answer = serving.predict(model, {'instances': [{'z': z, 'label': 3}, {'z': z, 'label': 5}]})
+        pictures = np.array(answer['predictions'], np.uint8)
+        expected = export.load(workdir_lib.export_path(workdir)).generate(np.zeros((2, 16)), labels=[3, 5])
+        np.testing.assert_array_equal(pictures, expected)
+        refused = serving.predict(model, {'instances': [{'z': z, 'label': 10}]})
+        assert refused == {'error': 'label must be between 0 and 9'}
+    finally:
+        model.close()
