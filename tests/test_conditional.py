@@ -209,7 +209,8 @@ def test_sample_folder_draws_the_label(run, tmp_path):
     workdir, _ = run
     common = dict(saved_model=workdir_lib.export_path(workdir), dataset='embedded', resolution=28)
     out_dir = str(tmp_path / 'fours')
-    result = sampling.sample(tiny_config(mode='sample', num=3, label=4, out_dir=out_dir, **common))
+    out = str(tmp_path / 'grid.png')
+    result = sampling.sample(tiny_config(mode='sample', num=3, label=4, out_dir=out_dir, out=out, **common))
     generator = export.load(common['saved_model'])
     np.testing.assert_array_equal(result['images'], generator.generate(result['z'], labels=np.full(3, 4)))
     with open(os.path.join(out_dir, 'samples.json')) as f:
