@@ -46,13 +46,23 @@ class PreparedStream(StreamSource):
     def describe(self) -> str:
         return 'streamed prepared records'
 
-    def key_dataset(self, shuffle: bool, seed: int, num_pipelines: int, pipeline_id: int) -> tf.data.Dataset:
+    def key_dataset(
+        self, shuffle: bool, seed: int, num_pipelines: int, pipeline_id: int, labelled: bool = False
+    ) -> tf.data.Dataset:
+        del labelled  # Each record holds its label: parsed with its image in batches.
         return self.stream_fn(shuffle, seed, num_pipelines, pipeline_id)
 
     def batches(self, cfg: Config, keys: tf.data.Dataset, batch: int) -> tf.data.Dataset:
         # Batch first, then parse and decode_raw whole batches: one op per batch.
         res, ch = cfg.resolution, cfg.channels
         ds = keys.batch(batch, drop_remainder=True)
+        if cfg.conditional:
+
+            def pairs(records: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+                images, labels = parse_prepared(records, res, ch)
+                return to_unit_range(images), tf.cast(labels, tf.int32)
+
+            return ds.map(pairs, num_parallel_calls=AUTOTUNE)
         return ds.map(lambda s: to_unit_range(parse_prepared(s, res, ch)[0]), num_parallel_calls=AUTOTUNE)
 
     def examples(self, cfg: Config, start: int, stop: int) -> tf.data.Dataset:
