@@ -28,11 +28,13 @@ import tensorflow as tf
 
 from dcgan_tf import data, distribute, losses, models, train
 from dcgan_tf import images as images_lib
-from dcgan_tf.config import Config
+from dcgan_tf.config import Config, ConfigError
 from dcgan_tf.inside import summary
 
 # In-memory images per benchmark: enough for several distinct batches, small enough for any host.
 NUM_EXAMPLES = 1024
+# Classes of a --conditional bench whose --num_classes is 0 (as many as MNIST's).
+BENCH_CLASSES = 10
 
 
 def _device_name() -> str:
@@ -72,10 +74,19 @@ def model_name(cfg: Config) -> str:
 
 
 def _in_memory_source(cfg: Config) -> data.MemorySource:
-    # Random pixels: the step's cost does not depend on what the images show.
+    # Random pixels (and classes): the step's cost does not depend on what the images show.
     rng = np.random.default_rng(cfg.seed)
     shape = (NUM_EXAMPLES, cfg.resolution, cfg.resolution, cfg.channels)
-    return data.MemorySource(name='in-memory random', images=rng.integers(0, 256, shape, dtype=np.uint8))
+    pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+    if not cfg.conditional:
+        return data.MemorySource(name='in-memory random', images=pixels)
+    classes = cfg.num_classes or BENCH_CLASSES
+    return data.MemorySource(
+        name='in-memory random',
+        images=pixels,
+        labels=rng.integers(0, classes, NUM_EXAMPLES),
+        class_names=tuple(str(i) for i in range(classes)),
+    )
 
 
 def _whole_batches(images: np.ndarray, batch_size: int) -> list[np.ndarray]:
@@ -235,7 +246,10 @@ def bench_step(cfg: Config) -> list[dict[str, Any]]:
       `speedup_vs_baseline` / `speedup_vs_baseline_xla` (ratios of the medians). Every report carries
       the model's training FLOPs per image and the arithmetic throughput they imply.
     """
+    if cfg.conditional and (cfg.bench_baseline or cfg.bench_xla_baseline):
+        raise ConfigError('The baseline steps of --bench_baseline / --bench_xla_baseline are unconditional.')
     source = _in_memory_source(cfg)
+    cfg = data.resolve_classes(cfg, source)
     workdir = tempfile.mkdtemp(prefix='dcgan_bench_')
     # The Trainer sets Keras' global policy; put it back so later models in this process are unaffected.
     policy = keras.mixed_precision.global_policy().name

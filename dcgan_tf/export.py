@@ -80,27 +80,40 @@ def _interpolation_path(z0: tf.Tensor, z1: tf.Tensor, steps: tf.Tensor, spherica
 
 
 class _Sampler(tf.Module):
-    """One generator's three signatures (the graph functions a SavedModel user calls)."""
+    """One generator's three signatures (the graph functions a SavedModel user calls).
 
-    def __init__(self, generator, z_dim: int, name: str):
+    A conditional generator's (`num_classes` > 0) take the class as well: `label` int32 [N] beside z in
+    serving_default, one scalar `label` in sample (-1: every class in turn) and `label0`/`label1` in
+    interpolate (the walk blends the two classes as it goes; equal labels keep one class).
+    """
+
+    def __init__(self, generator, z_dim: int, name: str, num_classes: int = 0):
         super().__init__(name=name)
         # The weights as plain tf.Variables; the Keras model itself stays untracked (only the functions'
         # closures hold it), so each value is saved once and every loader finds it (see tf_variables).
         self.weights = tf_variables(generator)
-        self._forward = lambda z: generator(z, training=False)
-        self.z_dim = z_dim
+        self._model = lambda inputs: generator(inputs, training=False)
+        self.z_dim, self.num_classes = z_dim, num_classes
         spec = tf.TensorSpec
-        self.serving_default = tf.function(
-            self._generate, input_signature=[spec([None, z_dim], tf.float32, name='z')]
-        )
+        z_spec = spec([None, z_dim], tf.float32, name='z')
+        if num_classes:
+            self.serving_default = tf.function(
+                self._generate_labels, input_signature=[z_spec, spec([None], tf.int32, name='label')]
+            )
+            label_specs = [spec([], tf.int32, name='label')]
+            walk_specs = [spec([], tf.int32, name='label0'), spec([], tf.int32, name='label1')]
+            # Classes as weights [N, num_classes]: one-hot, or a mix of classes.
+            float_specs = [z_spec, spec([None, num_classes], tf.float32, name='classes')]
+        else:
+            self.serving_default = tf.function(self._generate, input_signature=[z_spec])
+            label_specs, walk_specs, float_specs = [], [], [z_spec]
         self.sample = tf.function(
-            self._sample, input_signature=[spec([], tf.int32, name='num'), spec([], tf.int64, name='seed')]
+            self._sample,
+            input_signature=[spec([], tf.int32, name='num'), spec([], tf.int64, name='seed'), *label_specs],
         )
         # Not a signature: a plain function of the module, for callers that differentiate through G
         # (image to z); the signatures end in a uint8 cast, which has no gradient.
-        self.generate_float = tf.function(
-            self._generate_float, input_signature=[spec([None, z_dim], tf.float32, name='z')]
-        )
+        self.generate_float = tf.function(self._generate_float, input_signature=float_specs)
         self.interpolate = tf.function(
             self._interpolate,
             input_signature=[
@@ -108,16 +121,33 @@ class _Sampler(tf.Module):
                 spec([z_dim], tf.float32, name='z1'),
                 spec([], tf.int32, name='steps'),
                 spec([], tf.bool, name='spherical'),
+                *walk_specs,
             ],
         )
 
-    def _generate(self, z):
-        return {'images': _to_uint8(self._forward(z))}
+    def _forward(self, z, classes=None):
+        return self._model(z if classes is None else [z, classes])
 
-    def _generate_float(self, z):
-        return tf.cast(self._forward(z), tf.float32)
+    def _generate(self, z, classes=None):
+        return {'images': _to_uint8(self._forward(z, classes))}
 
-    def _sample(self, num, seed):
+    def _one_hot(self, labels):
+        check = tf.debugging.assert_less(
+            tf.cast(labels, tf.int64),
+            tf.constant(self.num_classes, tf.int64),
+            message=f'label must be between 0 and {self.num_classes - 1}',
+        )
+        positive = tf.debugging.assert_non_negative(labels, message='label must not be negative')
+        with tf.control_dependencies([check, positive]):
+            return tf.one_hot(labels, self.num_classes)
+
+    def _generate_labels(self, z, label):
+        return self._generate(z, self._one_hot(label))
+
+    def _generate_float(self, z, classes=None):
+        return tf.cast(self._forward(z, classes), tf.float32)
+
+    def _sample(self, num, seed, label=None):
         checks = [
             tf.debugging.assert_positive(num, message='num must be at least 1'),
             tf.debugging.assert_less_equal(num, MAX_SAMPLES, message=f'num must be at most {MAX_SAMPLES}'),
@@ -125,9 +155,13 @@ class _Sampler(tf.Module):
         with tf.control_dependencies(checks):
             # Stateless: the same (num, seed) gives the same z on any machine, in any order of calls.
             z = tf.random.stateless_normal(tf.stack([num, self.z_dim]), seed=tf.stack([seed, 0]))
-        return {'images': self._generate(z)['images'], 'z': z}
+        if label is None:
+            return {'images': self._generate(z)['images'], 'z': z}
+        # -1: sample i draws class i mod num_classes, so every class is as frequent.
+        labels = tf.where(label < 0, tf.range(num) % self.num_classes, tf.fill([num], label))
+        return {'images': self._generate(z, self._one_hot(labels))['images'], 'z': z, 'label': labels}
 
-    def _interpolate(self, z0, z1, steps, spherical):
+    def _interpolate(self, z0, z1, steps, spherical, label0=None, label1=None):
         checks = [
             tf.debugging.assert_greater_equal(steps, 2, message='steps must be at least 2'),
             tf.debugging.assert_less_equal(
@@ -136,7 +170,11 @@ class _Sampler(tf.Module):
         ]
         with tf.control_dependencies(checks):
             z = _interpolation_path(z0, z1, steps, spherical)
-        return {'images': self._generate(z)['images'], 'z': z}
+        if label0 is None:
+            return {'images': self._generate(z)['images'], 'z': z}
+        t = tf.linspace(0.0, 1.0, steps)[:, None]
+        classes = (1.0 - t) * self._one_hot(label0)[None] + t * self._one_hot(label1)[None]
+        return {'images': self._generate(z, classes)['images'], 'z': z, 'classes': classes}
 
 
 class _Export(tf.Module):
@@ -144,8 +182,9 @@ class _Export(tf.Module):
 
     def __init__(self, ema_generator, generator, metadata: dict[str, Any]):
         super().__init__(name='dcgan_generator')
-        self.ema = _Sampler(ema_generator, metadata['z_dim'], 'ema')
-        self.raw = _Sampler(generator, metadata['z_dim'], 'raw')
+        num_classes = metadata.get('num_classes', 0)
+        self.ema = _Sampler(ema_generator, metadata['z_dim'], 'ema', num_classes)
+        self.raw = _Sampler(generator, metadata['z_dim'], 'raw', num_classes)
         self.z_dim = tf.Variable(metadata['z_dim'], trainable=False, dtype=tf.int32, name='z_dim')
         self.resolution = tf.Variable(metadata['resolution'], False, dtype=tf.int32, name='resolution')
         self.channels = tf.Variable(metadata['channels'], False, dtype=tf.int32, name='channels')
@@ -172,8 +211,22 @@ class _Export(tf.Module):
         return functions
 
 
-def make_metadata(cfg: Config, step: int, has_ema: bool, flags: str | None = None) -> dict[str, Any]:
-    """The facts a SavedModel user needs, as JSON-able values (`flags`: the run's flagfile text)."""
+def make_metadata(
+    cfg: Config,
+    step: int,
+    has_ema: bool,
+    flags: str | None = None,
+    class_names: tuple[str, ...] | None = None,
+) -> dict[str, Any]:
+    """The facts a SavedModel user needs, as JSON-able values (`flags`: the run's flagfile text).
+
+    A conditional generator's also say how many classes it draws and their names, in label order
+    (`class_names`; numbers where the run recorded none).
+    """
+    conditional = {}
+    if cfg.conditional:
+        names = list(class_names) if class_names else [str(i) for i in range(cfg.num_classes)]
+        conditional = {'num_classes': cfg.num_classes, 'class_names': names}
     return {
         'z_dim': cfg.z_dim,
         'z_distribution': Z_DISTRIBUTION,
@@ -184,6 +237,7 @@ def make_metadata(cfg: Config, step: int, has_ema: bool, flags: str | None = Non
         'default_sampler': 'ema' if has_ema else 'raw (no EMA was trained; ema = raw)',
         'ema_decay': cfg.ema_decay if has_ema else 0.0,
         'flags': flags if flags is not None else to_flagfile(cfg),
+        **conditional,
     }
 
 
@@ -199,7 +253,15 @@ def _recover_killed_export(path: str) -> None:
         tf.io.gfile.rmtree(tmp)
 
 
-def save(path: str, generator, cfg: Config, step: int, ema_generator=None, flags: str | None = None) -> str:
+def save(
+    path: str,
+    generator,
+    cfg: Config,
+    step: int,
+    ema_generator=None,
+    flags: str | None = None,
+    class_names: tuple[str, ...] | None = None,
+) -> str:
     """Writes the SavedModel to `path` atomically: into a temporary folder, then renamed over the old one.
 
     Args:
@@ -209,11 +271,12 @@ def save(path: str, generator, cfg: Config, step: int, ema_generator=None, flags
       step: the training step of these weights.
       ema_generator: the moving-average generator; None exports the raw one as the default too.
       flags: the run's flagfile text to record (default: `cfg` written as one).
+      class_names: a conditional generator's class names, in label order.
 
     Returns:
       `path`.
     """
-    metadata = make_metadata(cfg, step, ema_generator is not None, flags)
+    metadata = make_metadata(cfg, step, ema_generator is not None, flags, class_names)
     module = _Export(ema_generator if ema_generator is not None else generator, generator, metadata)
     parent = os.path.dirname(path.rstrip('/')) or '.'
     tf.io.gfile.makedirs(parent)
@@ -271,8 +334,37 @@ def sample_z(num: int, seed: int, z_dim: int) -> np.ndarray:
     return tf.random.stateless_normal([num, z_dim], seed=tf.constant([seed, 0], tf.int64)).numpy()
 
 
+def check_labels(labels, num_classes: int, num: int, what: str = 'label') -> np.ndarray | None:
+    """A conditional export's labels as int32 [num] (one label is repeated; -1: every class in turn).
+
+    None for an unconditional one, which refuses labels other than None and -1; ConfigError with one
+    sentence for a label outside [0, num_classes).
+    """
+    if not num_classes:
+        if labels is not None and np.any(np.asarray(labels) != -1):
+            raise ConfigError(f'This generator is unconditional: it draws no classes, so drop {what}.')
+        return None
+    if labels is None or np.ndim(labels) == 0:
+        label = -1 if labels is None else int(labels)
+        labels = np.arange(num) % num_classes if label == -1 else np.full(num, label)
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in 'iu' or labels.shape != (num,):
+        raise ConfigError(
+            f'{what} must be {num} integer class labels, not {labels.dtype} of shape {labels.shape}.'
+        )
+    if labels.size and not 0 <= labels.min() <= labels.max() < num_classes:
+        raise ConfigError(
+            f'{what} {labels.min() if labels.min() < 0 else labels.max()} is not a class of this generator: '
+            f'it draws classes 0 to {num_classes - 1}.'
+        )
+    return labels.astype(np.int32)
+
+
 class LoadedGenerator:
     """A loaded export: numpy in, numpy out; `metadata` holds z_dim, resolution, step, flags, ...
+
+    A conditional one (`num_classes` > 0, `class_names`) draws the class its calls give (`labels`, or
+    one `label`; -1 or None: every class in turn).
 
     Args:
       module: the object `tf.saved_model.load` returned.
@@ -286,7 +378,10 @@ class LoadedGenerator:
         self.sampler = getattr(module, sampler)
         self.metadata = json.loads(module.metadata_json.numpy().decode())
         self.z_dim = int(self.metadata['z_dim'])
-        # z [N, z_dim] -> float32 images in [-1, 1], differentiable; None in exports made before it.
+        self.num_classes = int(self.metadata.get('num_classes', 0))
+        self.class_names = tuple(self.metadata.get('class_names', ()))
+        # z [N, z_dim] (and classes [N, num_classes]) -> float32 images in [-1, 1], differentiable; None
+        # in exports made before it.
         self.generate_float = getattr(self.sampler, 'generate_float', None)
         # What a folder of its samples records: the same run, step and sampler give the same images.
         text = module.metadata_json.numpy() + sampler.encode()
@@ -296,33 +391,90 @@ class LoadedGenerator:
         """z as float32 [N, z_dim]; ConfigError for strings, another shape, NaN/Inf or absurd sizes."""
         return check_z(z, self.z_dim, what)
 
-    def generate(self, z: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """uint8 images [N, H, W, C] for z [N, z_dim], in batches to bound memory."""
+    def labels(self, labels, num: int) -> np.ndarray | None:
+        """`check_labels` for this generator: int32 [num] labels, or None when it is unconditional."""
+        return check_labels(labels, self.num_classes, num)
+
+    def generate(self, z: np.ndarray, batch_size: int = 256, labels=None) -> np.ndarray:
+        """uint8 images [N, H, W, C] for z [N, z_dim] (and `labels`), in batches to bound memory."""
         z = self.check_z(z)
-        parts = [
-            self.sampler.serving_default(tf.constant(z[i : i + batch_size]))['images'].numpy()
-            for i in range(0, len(z), batch_size)
-        ]
+        labels = self.labels(labels, len(z))
+        parts = []
+        for i in range(0, len(z), batch_size):
+            args = [tf.constant(z[i : i + batch_size])]
+            if labels is not None:
+                args.append(tf.constant(labels[i : i + batch_size]))
+            parts.append(self.sampler.serving_default(*args)['images'].numpy())
         return np.concatenate(parts) if parts else np.zeros((0,), np.uint8)
 
-    def sample(self, num: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, num: int, seed: int, label: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(uint8 images, z) for `num` z's drawn from `seed`; the same seed gives the same images."""
         check_sample_args(num, seed)
-        out = self.sampler.sample(tf.constant(num, tf.int32), tf.constant(seed, tf.int64))
+        self.labels(label, num)  # The label's checks, as one sentence before the graph runs.
+        args = [tf.constant(num, tf.int32), tf.constant(seed, tf.int64)]
+        if self.num_classes:
+            args.append(tf.constant(-1 if label is None else label, tf.int32))
+        out = self.sampler.sample(*args)
         return out['images'].numpy(), out['z'].numpy()
 
     def interpolate(
-        self, z0: np.ndarray, z1: np.ndarray, steps: int, spherical: bool = True
+        self,
+        z0: np.ndarray,
+        z1: np.ndarray,
+        steps: int,
+        spherical: bool = True,
+        label0: int | None = None,
+        label1: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(uint8 images, z) along the path from z0 to z1, both ends included."""
+        """(uint8 images, z) along the path from z0 to z1, both ends included; a conditional generator
+        walks from class `label0` to `label1` (both 0 when not given)."""
         if not 2 <= steps <= MAX_INTERP_STEPS:
             raise ConfigError(f'steps={steps} must be between 2 and {MAX_INTERP_STEPS}.')
         z0 = self.check_z(np.reshape(z0, (1, -1)), 'z0')[0]
         z1 = self.check_z(np.reshape(z1, (1, -1)), 'z1')[0]
-        out = self.sampler.interpolate(
-            tf.constant(z0), tf.constant(z1), tf.constant(steps, tf.int32), tf.constant(bool(spherical))
-        )
+        args = [tf.constant(z0), tf.constant(z1), tf.constant(steps, tf.int32), tf.constant(bool(spherical))]
+        if self.num_classes:
+            ends = [0 if label is None else label for label in (label0, label1)]
+            args += [tf.constant(int(self.labels(ends, 2)[i]), tf.int32) for i in range(2)]
+        else:  # Refuses labels, with one sentence.
+            self.labels([-1 if label is None else label for label in (label0, label1)], 2)
+        out = self.sampler.interpolate(*args)
         return out['images'].numpy(), out['z'].numpy()
+
+
+class ClassGenerator:
+    """One class of a conditional LoadedGenerator, with the calls of an unconditional one (generate(z),
+    sample, interpolate, generate_float(z)), for tools that work in one class at a time (the explorer)."""
+
+    def __init__(self, generator: LoadedGenerator, label: int):
+        generator.labels(label, 1)  # One sentence for a label it cannot draw.
+        self.generator, self.label = generator, label
+        self.z_dim, self.metadata, self.fingerprint = (
+            generator.z_dim,
+            generator.metadata,
+            generator.fingerprint,
+        )
+        self.num_classes = 0  # Its calls take no labels.
+        self.class_name = generator.class_names[label] if label < len(generator.class_names) else str(label)
+        self.generate_float = None
+        if generator.generate_float is not None:
+            one_hot = tf.one_hot([label], generator.num_classes)
+            self.generate_float = lambda z: generator.generate_float(z, tf.tile(one_hot, [tf.shape(z)[0], 1]))
+
+    def check_z(self, z: np.ndarray, what: str = 'z') -> np.ndarray:
+        return self.generator.check_z(z, what)
+
+    def generate(self, z: np.ndarray, batch_size: int = 256, labels=None) -> np.ndarray:
+        del labels  # Always this view's class.
+        return self.generator.generate(z, batch_size, labels=self.label)
+
+    def sample(self, num: int, seed: int, label: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        del label
+        return self.generator.sample(num, seed, label=self.label)
+
+    def interpolate(self, z0, z1, steps: int, spherical: bool = True, label0=None, label1=None):
+        del label0, label1
+        return self.generator.interpolate(z0, z1, steps, spherical, self.label, self.label)
 
 
 def load(path: str, sampler: str = 'ema') -> LoadedGenerator:
@@ -351,6 +503,15 @@ def load(path: str, sampler: str = 'ema') -> LoadedGenerator:
 def run_config(workdir: str) -> Config:
     """The Config a run in `workdir` was trained with (its config.cfg), for rebuilding its models."""
     return workdir_lib.recorded_config(workdir)
+
+
+def require_unconditional(cfg: Config, workdir: str, mode: str) -> None:
+    """One sentence where a tool built for an unconditional pair meets a conditional run."""
+    if cfg.conditional:
+        raise ConfigError(
+            f'--mode={mode} reads unconditional runs, and {workdir} holds a conditional one (its G and D '
+            f'also take the class); sample, interpolate, arithmetic, evaluate and explore take --label.'
+        )
 
 
 def restore_models(
@@ -409,7 +570,8 @@ def export_from_checkpoint(workdir: str, path: str | None = None) -> str:
     cfg, generator, ema_generator, step = restore_generators(workdir)
     # The run's own config.cfg, not the Config rebuilt from it (which fills in today's defaults).
     flags = workdir_lib.read_config_text(workdir)
-    return save(path or workdir_lib.export_path(workdir), generator, cfg, step, ema_generator, flags)
+    classes = workdir_lib.read_class_names(workdir)
+    return save(path or workdir_lib.export_path(workdir), generator, cfg, step, ema_generator, flags, classes)
 
 
 def serving_path(cfg: Config) -> str:
@@ -439,6 +601,11 @@ def run(cfg: Config) -> str:
 
         restore = evaluate.restore_best_generators if cfg.export_best else restore_generators
         run_cfg, generator, ema_generator, step = restore(cfg.workdir)
+        if run_cfg.conditional:
+            raise ConfigError(
+                f'--format={cfg.format} writes a generator of z alone, and {cfg.workdir} holds a conditional '
+                f'one; export it as a SavedModel (--format=saved_model), whose signatures take the label.'
+            )
         path = cfg.out or tflite.default_path(cfg.workdir, cfg.format)
         tflite.export_generators(generator, ema_generator, run_cfg.z_dim, path, cfg.format, cfg.sampler)
         logging.info(

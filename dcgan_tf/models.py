@@ -115,16 +115,30 @@ def _stride1_conv(cfg: Config, width: int, seed: int, name: str) -> layers.Layer
     )
 
 
-def build_generator(cfg: Config) -> keras.Sequential:
-    """z [B, z_dim] -> images [B, H, W, C] in [-1, 1] (float32 whatever the compute precision)."""
+def build_generator(cfg: Config) -> keras.Model:
+    """z [B, z_dim] -> images [B, H, W, C] in [-1, 1] (float32 whatever the compute precision).
+
+    --conditional: [z, class vector [B, --num_classes]] -> images, the class vector one-hot (or a mix
+    of classes, for walks between them) joined to z before the projection, as in the paper's code.
+    """
     if cfg.arch == 'tutorial':
         return _tutorial_generator(cfg)
+    if not cfg.conditional:
+        return _dcgan_generator(cfg, cfg.z_dim, 'generator')
+    z = keras.Input(shape=(cfg.z_dim,), name='z')
+    classes = keras.Input(shape=(cfg.num_classes,), name='classes')
+    body = _dcgan_generator(cfg, cfg.z_dim + cfg.num_classes, 'generator_body')
+    images = body(layers.Concatenate(name='z_and_class')([z, classes]))
+    return keras.Model([z, classes], images, name='generator')
+
+
+def _dcgan_generator(cfg: Config, input_dim: int, name: str) -> keras.Sequential:
     n = num_upsamplings(cfg.resolution)
     size = start_size(cfg.resolution)
     width = cfg.gf_dim * 2 ** (n - 1)  # e.g. 512 at 64x64 with gf_dim=64
     seed = cfg.seed * 1000
-    model = keras.Sequential(name='generator')
-    model.add(keras.Input(shape=(cfg.z_dim,), name='z'))
+    model = keras.Sequential(name=name)
+    model.add(keras.Input(shape=(input_dim,), name='z'))
     # "Project and reshape": the one matrix multiply the paper allows before the convolutions.
     # No bias before BatchNorm: its shift makes one redundant.
     model.add(
@@ -152,14 +166,57 @@ def build_generator(cfg: Config) -> keras.Sequential:
     return model
 
 
-def build_discriminator(cfg: Config) -> keras.Sequential:
-    """images [B, H, W, C] in [-1, 1] -> one float32 logit per image [B, 1]."""
+def build_discriminator(cfg: Config) -> keras.Model:
+    """images [B, H, W, C] in [-1, 1] -> one float32 logit per image [B, 1].
+
+    --conditional: [images, class vector [B, --num_classes]] -> logit. `projection` adds the dot product
+    of a learned embedding of the class with D's last features to the logit (Miyato & Koyama 2018);
+    `concat` joins the one-hot class to the image as constant maps (the paper's code joins it to every
+    layer; the input suffices for the first convolution to see it everywhere).
+    """
     if cfg.arch == 'tutorial':
         return _tutorial_discriminator(cfg)
+    seed = cfg.seed * 1000 + 500
+    if not cfg.conditional:
+        model = _dcgan_discriminator_body(cfg, cfg.channels, 'discriminator')
+        model.add(_logit(seed, num_upsamplings(cfg.resolution)))
+        return model
+    res = cfg.resolution
+    images = keras.Input(shape=(res, res, cfg.channels), name='image')
+    classes = keras.Input(shape=(cfg.num_classes,), name='classes')
+    if cfg.conditional_d == 'concat':
+        maps = layers.Reshape((1, 1, cfg.num_classes), name='class_pixel')(classes)
+        maps = layers.UpSampling2D(res, name='class_maps')(maps)
+        body = _dcgan_discriminator_body(cfg, cfg.channels + cfg.num_classes, 'discriminator_body')
+        features = body(layers.Concatenate(name='image_and_class')([images, maps]))
+        logit = _logit(seed, num_upsamplings(res))(features)
+    else:
+        body = _dcgan_discriminator_body(cfg, cfg.channels, 'discriminator_body')
+        features = body(images)
+        # A one-hot class times this kernel is its embedding row (no bias: the logit's Dense has one).
+        embedding = layers.Dense(
+            features.shape[-1],
+            use_bias=False,
+            kernel_initializer=_weights_init(seed + 99),
+            name='class_embedding',
+        )(classes)
+        projection = layers.Dot(axes=1, dtype='float32', name='projection')([embedding, features])
+        logit = layers.Add(dtype='float32', name='conditional_logit')(
+            [_logit(seed, num_upsamplings(res))(features), projection]
+        )
+    return keras.Model([images, classes], logit, name='discriminator')
+
+
+def _logit(seed: int, n: int) -> layers.Layer:
+    return layers.Dense(1, kernel_initializer=_weights_init(seed + 2 * n), dtype='float32', name='logit')
+
+
+def _dcgan_discriminator_body(cfg: Config, input_channels: int, name: str) -> keras.Sequential:
+    """D up to its flattened last features (the logit is added by the caller)."""
     n = num_upsamplings(cfg.resolution)
     seed = cfg.seed * 1000 + 500
-    model = keras.Sequential(name='discriminator')
-    model.add(keras.Input(shape=(cfg.resolution, cfg.resolution, cfg.channels), name='image'))
+    model = keras.Sequential(name=name)
+    model.add(keras.Input(shape=(cfg.resolution, cfg.resolution, input_channels), name='image'))
     width = cfg.df_dim
     for i in range(n):
         model.add(
@@ -182,7 +239,6 @@ def build_discriminator(cfg: Config) -> keras.Sequential:
         model.add(_batch_norm(cfg, seed + 101 + 2 * j, f'extra{j}_bn'))
         model.add(_leaky_relu_class(cfg)(negative_slope=0.2, name=f'extra{j}_lrelu'))
     model.add(layers.Flatten(name='flatten'))
-    model.add(layers.Dense(1, kernel_initializer=_weights_init(seed + 2 * n), dtype='float32', name='logit'))
     return model
 
 

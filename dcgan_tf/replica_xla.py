@@ -69,23 +69,29 @@ class CompiledReplicaStep:
     def _average(self, per_example: tf.Tensor) -> tf.Tensor:
         return tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch)
 
-    def _d_call(self, d_tv, d_ntv, images, seed):
-        return self.discriminator.stateless_call(d_tv, d_ntv, self.augment(images, seed), training=True)
+    def _d_call(self, d_tv, d_ntv, images, seed, classes):
+        images = self.augment(images, seed)
+        inputs = images if classes is None else [images, classes]
+        return self.discriminator.stateless_call(d_tv, d_ntv, inputs, training=True)
 
-    def _forward(self, g_tv, g_ntv, d_tv, d_ntv, real, z, seeds, fake_for_d=None):
-        fake, g_ntv = self.generator.stateless_call(g_tv, g_ntv, z, training=True)
+    def _g_call(self, g_tv, g_ntv, z, classes):
+        inputs = z if classes is None else [z, classes]
+        return self.generator.stateless_call(g_tv, g_ntv, inputs, training=True)
+
+    def _forward(self, g_tv, g_ntv, d_tv, d_ntv, real, z, seeds, classes, fake_for_d=None):
+        fake, g_ntv = self._g_call(g_tv, g_ntv, z, classes)
         # Separate D calls for real and fake, as in the uncompiled step.
-        real_logits, d_ntv = self._d_call(d_tv, d_ntv, real, seeds[0])
+        real_logits, d_ntv = self._d_call(d_tv, d_ntv, real, seeds[0], classes)
         fake_in = fake if fake_for_d is None else fake_for_d(fake)
-        fake_logits, d_ntv = self._d_call(d_tv, d_ntv, fake_in, seeds[1])
+        fake_logits, d_ntv = self._d_call(d_tv, d_ntv, fake_in, seeds[1], classes)
         d_loss = self._average(losses.discriminator_loss(real_logits, fake_logits))
         return real_logits, fake_logits, d_loss, g_ntv, d_ntv
 
-    def _both_gradients(self, g_tv, g_ntv, d_tv, d_ntv, real, z, seeds, d_scale, g_scale):
+    def _both_gradients(self, g_tv, g_ntv, d_tv, d_ntv, real, z, seeds, classes, d_scale, g_scale):
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(g_tv + d_tv)
             real_logits, fake_logits, d_loss, g_ntv, d_ntv = self._forward(
-                g_tv, g_ntv, d_tv, d_ntv, real, z, seeds
+                g_tv, g_ntv, d_tv, d_ntv, real, z, seeds, classes
             )
             g_loss = self._average(losses.generator_loss(fake_logits))
             d_scaled, g_scaled = d_loss * d_scale, g_loss * g_scale
@@ -93,30 +99,33 @@ class CompiledReplicaStep:
         g_grads = tape.gradient(g_scaled, g_tv)
         return d_grads, g_grads, g_ntv, d_ntv, d_loss, g_loss, real_logits, fake_logits
 
-    def _d_gradients(self, g_tv, g_ntv, d_tv, d_ntv, real, z, seeds, d_scale):
+    def _d_gradients(self, g_tv, g_ntv, d_tv, d_ntv, real, z, seeds, classes, d_scale):
         with tf.GradientTape() as tape:
             tape.watch(d_tv)
             real_logits, fake_logits, d_loss, g_ntv, d_ntv = self._forward(
-                g_tv, g_ntv, d_tv, d_ntv, real, z, seeds, fake_for_d=tf.stop_gradient
+                g_tv, g_ntv, d_tv, d_ntv, real, z, seeds, classes, fake_for_d=tf.stop_gradient
             )
             d_scaled = d_loss * d_scale
         return tape.gradient(d_scaled, d_tv), g_ntv, d_ntv, d_loss, real_logits, fake_logits
 
-    def _g_gradients(self, g_tv, g_ntv, d_tv, d_ntv, z, seed, g_scale):
+    def _g_gradients(self, g_tv, g_ntv, d_tv, d_ntv, z, seed, classes, g_scale):
         # G's forward pass again (the first one's graph stayed in the other compiled function); its
         # BatchNorm statistics are the first pass's, so they advance once per step.
         with tf.GradientTape() as tape:
             tape.watch(g_tv)
-            fake, _ = self.generator.stateless_call(g_tv, g_ntv, z, training=True)
-            g_logits, d_ntv = self._d_call(d_tv, d_ntv, fake, seed)
+            fake, _ = self._g_call(g_tv, g_ntv, z, classes)
+            g_logits, d_ntv = self._d_call(d_tv, d_ntv, fake, seed, classes)
             g_loss = self._average(losses.generator_loss(g_logits))
             g_scaled = g_loss * g_scale
         return tape.gradient(g_scaled, g_tv), d_ntv, g_loss
 
     def __call__(
-        self, real: tf.Tensor, z: tf.Tensor, aug_seed: tf.Tensor
+        self, real: tf.Tensor, z: tf.Tensor, aug_seed: tf.Tensor, classes: tf.Tensor | None = None
     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-        """Returns (d_loss, g_loss, real_logits, fake_logits) of this replica, after both updates."""
+        """Returns (d_loss, g_loss, real_logits, fake_logits) of this replica, after both updates.
+
+        `classes`: the one-hot classes of a conditional pair, the real images' and the fakes' alike.
+        """
         seeds = tf.random.experimental.stateless_split(
             aug_seed, 3, alg=augment.ALG
         )  # As the uncompiled step splits it.
@@ -126,15 +135,15 @@ class CompiledReplicaStep:
         d_scale, g_scale = _loss_scale(self.d_optimizer), _loss_scale(self.g_optimizer)
         if self.alternating:
             d_grads, new_g_ntv, d_ntv, d_loss, real_logits, fake_logits = self._d_grads(
-                g_tv, g_ntv, d_tv, d_ntv, real, z, seeds[:2], d_scale
+                g_tv, g_ntv, d_tv, d_ntv, real, z, seeds[:2], classes, d_scale
             )
             self.d_optimizer.apply(d_grads, d.trainable_variables)
             d_tv = _values(d.trainable_variables)
-            g_grads, d_ntv, g_loss = self._g_grads(g_tv, g_ntv, d_tv, d_ntv, z, seeds[2], g_scale)
+            g_grads, d_ntv, g_loss = self._g_grads(g_tv, g_ntv, d_tv, d_ntv, z, seeds[2], classes, g_scale)
             g_ntv = new_g_ntv
         else:
             d_grads, g_grads, g_ntv, d_ntv, d_loss, g_loss, real_logits, fake_logits = self._both_grads(
-                g_tv, g_ntv, d_tv, d_ntv, real, z, seeds[:2], d_scale, g_scale
+                g_tv, g_ntv, d_tv, d_ntv, real, z, seeds[:2], classes, d_scale, g_scale
             )
             self.d_optimizer.apply(d_grads, d.trainable_variables)
         self.g_optimizer.apply(g_grads, g.trainable_variables)

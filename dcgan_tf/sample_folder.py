@@ -118,6 +118,15 @@ def _write_z(path: str, seed: int, num: int, z_dim: int) -> None:
     tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
+def _labels(label: int, start: int, stop: int, num_classes: int) -> np.ndarray | None:
+    """The classes of samples [start, stop) of a conditional generator (None: an unconditional one)."""
+    if not num_classes:
+        return None
+    if label >= 0:
+        return np.full(stop - start, label, np.int32)
+    return (np.arange(start, stop) % num_classes).astype(np.int32)
+
+
 def _read_png(path: str, channels: int) -> np.ndarray:
     import imageio.v3 as iio  # noqa: PLC0415
 
@@ -126,7 +135,13 @@ def _read_png(path: str, channels: int) -> np.ndarray:
 
 
 def write(
-    generator, out_dir: str, num: int, seed: int, model: dict[str, Any], keep: bool = False
+    generator,
+    out_dir: str,
+    num: int,
+    seed: int,
+    model: dict[str, Any],
+    keep: bool = False,
+    label: int = -1,
 ) -> dict[str, Any]:
     """Writes (or completes) `num` sample PNGs and their z.npy into `out_dir`.
 
@@ -137,6 +152,7 @@ def write(
       seed: draws the z's.
       model: what identifies the generator in samples.json (a rerun with another one is refused).
       keep: also return the images (uint8 [num, H, W, C]): for small folders that get a grid too.
+      label: the class a conditional generator draws (-1: sample i of class i mod its classes).
 
     Returns:
       {'out_dir', 'num', 'written' (new this call), 'skipped' (there already), 'z_file', 'images' or None}.
@@ -152,6 +168,9 @@ def write(
         'z_scheme': f'stateless blocks of {BLOCK}',
         **model,
     }
+    conditional = getattr(generator, 'num_classes', 0)
+    if conditional:
+        manifest['label'] = label
     _check_manifest(out_dir, manifest, present)
     channels = int(generator.metadata['channels'])
     done = sum(NAME.format(i) in present for i in range(num))
@@ -162,7 +181,11 @@ def write(
         for start in range(0, num, BATCH):
             stop = min(num, start + BATCH)
             missing = [i for i in range(start, stop) if NAME.format(i) not in present]
-            pictures = generator.generate(z_rows(seed, start, stop, generator.z_dim)) if missing else None
+            pictures = None
+            if missing:
+                z = z_rows(seed, start, stop, generator.z_dim)
+                labels = _labels(label, start, stop, conditional)
+                pictures = generator.generate(z) if labels is None else generator.generate(z, labels=labels)
             for i in missing:
                 images.save_png(os.path.join(out_dir, NAME.format(i)), pictures[i - start])
             if kept is not None:

@@ -83,31 +83,53 @@ def _sampler(cfg: Config):
     return export.load(_saved_model_path(cfg), cfg.sampler)
 
 
+def _num_classes(generator) -> int:
+    return getattr(generator, 'num_classes', 0)
+
+
+def _check_label(cfg: Config, generator) -> None:
+    """--label against the generator: one sentence for a label it cannot draw."""
+    export.check_labels(None if cfg.label < 0 else cfg.label, _num_classes(generator), 1, '--label')
+
+
+def _label_rows(num: int, generator, label: int) -> int | None:
+    """Grid rows: a conditional generator's samples of every class in turn get one column per class."""
+    classes = _num_classes(generator)
+    return -(-num // classes) if classes and label < 0 else None
+
+
 def sample(cfg: Config) -> dict[str, Any]:
     """`--mode=sample`: `--num` images from `--seed` -> a grid PNG, their z's as .npy beside it; with
     `--out_dir`, also one PNG per sample there, streamed and resumable (sample_folder), and then `--num`
-    may exceed one call's MAX_SAMPLES (no grid is drawn of so many).
+    may exceed one call's MAX_SAMPLES (no grid is drawn of so many). A conditional generator draws
+    class --label, or with -1 sample i of class i mod its classes (one grid column per class); their
+    labels go beside the z's (`_labels.npy`).
 
     Returns:
       {'images': uint8 [N, H, W, C], 'z': float32 [N, z_dim], 'grid': path, 'z_file': path}; 'images',
       'z' and 'grid' are None for a folder of more than MAX_SAMPLES.
     """
     generator = _sampler(cfg)
+    _check_label(cfg, generator)
     if cfg.out_dir:
         model = {'generator': generator.fingerprint, 'made_from': cfg.model or _saved_model_path(cfg)}
         folder = sample_folder.write(
-            generator, cfg.out_dir, cfg.num, cfg.seed, model, keep=cfg.num <= MAX_SAMPLES
+            generator, cfg.out_dir, cfg.num, cfg.seed, model, keep=cfg.num <= MAX_SAMPLES, label=cfg.label
         )
         if folder['images'] is None:
             return {'images': None, 'z': None, 'grid': None, 'z_file': folder['z_file']}
         # The same images and z as the folder's (the first block of its z's is `sample`'s).
         pictures, z = folder['images'], sample_folder.z_rows(cfg.seed, 0, cfg.num, generator.z_dim)
+    elif _num_classes(generator):
+        pictures, z = generator.sample(cfg.num, cfg.seed, label=cfg.label)
     else:
         pictures, z = generator.sample(cfg.num, cfg.seed)
     out = _out_path(cfg)
-    images.save_grid(out, pictures)
+    images.save_grid(out, pictures, _label_rows(len(pictures), generator, cfg.label))
     z_file = _beside(out, '.npy')
     _save_npy(z_file, z)
+    if _num_classes(generator):
+        _save_npy(labels_file(z_file), export.check_labels(cfg.label, _num_classes(generator), len(z)))
     logging.info(
         'Wrote %d samples to %s and their z to %s (row-major: index = row * columns + column).',
         len(pictures),
@@ -117,18 +139,39 @@ def sample(cfg: Config) -> dict[str, Any]:
     return {'images': pictures, 'z': z, 'grid': out, 'z_file': z_file}
 
 
+def labels_file(z_file: str) -> str:
+    """Where --mode=sample keeps a conditional generator's labels: beside the z's, `<z>_labels.npy`."""
+    return z_file[: -len('.npy')] + '_labels.npy' if z_file.endswith('.npy') else z_file + '_labels.npy'
+
+
+def _walk_classes(generator, label: int, walk: int) -> dict[str, int]:
+    """A walk's end classes: --label at both ends, or with -1 walk k from class k to class k + 1."""
+    classes = _num_classes(generator)
+    if not classes:
+        return {}
+    if label >= 0:
+        return {'label0': label, 'label1': label}
+    return {'label0': walk % classes, 'label1': (walk + 1) % classes}
+
+
 def interpolate(cfg: Config) -> dict[str, Any]:
     """`--mode=interpolate`: `--num_walks` walks between random z pairs, one grid row each, and a GIF.
+    A conditional generator's walks keep class --label, or with -1 go from class k to class k + 1.
 
     Returns:
       {'images': uint8 [walks, steps, H, W, C], 'z': [walks, steps, z_dim], 'grid': path, 'gif': path}.
     """
     generator = export.load(_saved_model_path(cfg), cfg.sampler)
+    _check_label(cfg, generator)
     _, ends = generator.sample(2 * cfg.num_walks, cfg.seed)
     walks, zs = [], []
     for k in range(cfg.num_walks):
         pictures, z = generator.interpolate(
-            ends[2 * k], ends[2 * k + 1], cfg.interp_steps, cfg.interpolation == 'slerp'
+            ends[2 * k],
+            ends[2 * k + 1],
+            cfg.interp_steps,
+            cfg.interpolation == 'slerp',
+            **_walk_classes(generator, cfg.label, k),
         )
         walks.append(pictures)
         zs.append(z)
@@ -149,12 +192,15 @@ def arithmetic(cfg: Config) -> dict[str, Any]:
     "smiling woman - neutral woman + neutral man"), shown as a 3x3 grid of small perturbations.
 
     The picture: one row per group (its members, then the image of the group's mean z), and beside it
-    the 3x3 result with the unperturbed A - B + C in the centre.
+    the 3x3 result with the unperturbed A - B + C in the centre. A conditional generator draws each z
+    in its class (--label, or the labels --mode=sample wrote beside --z_file), each mean in its group's
+    first member's class, and the result in group C's.
 
     Returns:
       {'z': float32 [9, z_dim] (centre at index 4), 'images': uint8 [9, H, W, C], 'grid': path}.
     """
     generator = export.load(_saved_model_path(cfg), cfg.sampler)
+    _check_label(cfg, generator)
     try:
         with tf.io.gfile.GFile(cfg.z_file, 'rb') as f:
             bank = np.load(io.BytesIO(f.read()))
@@ -172,14 +218,19 @@ def arithmetic(cfg: Config) -> dict[str, Any]:
         groups[name] = _check_indices(indices, len(bank), name, f'--z_file holds {len(bank)} z')
     means = {name: bank[idx].mean(axis=0) for name, idx in groups.items()}
     z = perturbed_sum(*(bank[idx] for idx in groups.values()), cfg.perturb_scale, cfg.seed)
-    pictures = generator.generate(z)
+    bank_labels = _bank_labels(cfg, generator, len(bank))
+    # The result's class: --label, or that of group C's first member (A - B is a change of style,
+    # and C the thing it is applied to).
+    result_label = None if bank_labels is None else int(bank_labels[groups['group_c'][0]])
+    pictures = generator.generate(z, labels=_repeat(result_label, len(z)))
 
     # The groups: members, a blank, then the mean's image; rows padded with blanks to one width.
     width = max(len(idx) for idx in groups.values()) + 2
     rows = []
     for name, idx in groups.items():
-        members = generator.generate(bank[idx])
-        mean_image = generator.generate(means[name][None].astype(np.float32))
+        members = generator.generate(bank[idx], labels=None if bank_labels is None else bank_labels[idx])
+        mean_label = None if bank_labels is None else int(bank_labels[idx[0]])
+        mean_image = generator.generate(means[name][None].astype(np.float32), labels=_repeat(mean_label, 1))
         blank = np.zeros((width - len(idx) - 1, *members.shape[1:]), np.uint8)
         rows.append(np.concatenate([members, blank, mean_image]))
     left = images.make_grid(np.concatenate(rows), rows=3, pad_value=255)
@@ -189,6 +240,30 @@ def arithmetic(cfg: Config) -> dict[str, Any]:
     _save_npy(_beside(out, '.npy'), z)
     logging.info('Wrote A - B + C (groups of %s) to %s.', '/'.join(str(len(i)) for i in groups.values()), out)
     return {'z': z, 'images': pictures, 'grid': out}
+
+
+def _repeat(label: int | None, num: int) -> np.ndarray | None:
+    return None if label is None else np.full(num, label, np.int32)
+
+
+def _bank_labels(cfg: Config, generator, num: int) -> np.ndarray | None:
+    """The class of each z of --z_file for a conditional generator: --label, else the labels that
+    --mode=sample wrote beside it; None for an unconditional generator."""
+    if not _num_classes(generator):
+        return None
+    if cfg.label >= 0:
+        return np.full(num, cfg.label, np.int32)
+    path = labels_file(cfg.z_file)
+    if not tf.io.gfile.exists(path):
+        raise ConfigError(
+            f'This generator is conditional: give --label, the class to draw, or keep {path} (written by '
+            f'--mode=sample beside its z) next to --z_file.'
+        )
+    with tf.io.gfile.GFile(path, 'rb') as f:
+        labels = np.load(io.BytesIO(f.read()))
+    if labels.shape != (num,):
+        raise ConfigError(f'{path} holds {labels.shape} labels, not one for each of the {num} z of --z_file.')
+    return export.check_labels(labels, generator.num_classes, num, path)
 
 
 # --- from a checkpoint ---
@@ -277,6 +352,7 @@ def ablate(cfg: Config) -> dict[str, Any]:
     Returns:
       ablate_images' dict plus 'grid' (the PNG path) and 'z'.
     """
+    export.require_unconditional(export.run_config(cfg.workdir), cfg.workdir, 'ablate')
     run_cfg, generator, ema_generator, step = export.restore_generators(cfg.workdir)
     if cfg.sampler == 'ema' and ema_generator is not None:
         generator = ema_generator

@@ -20,7 +20,7 @@ from dcgan_tf import workdir as workdir_lib
 from dcgan_tf.config import Config, ConfigError, to_flagfile, validate
 from dcgan_tf.progress import Progress
 from dcgan_tf.quality import evaluate
-from dcgan_tf.trainer import METRIC_KEYS, Trainer, fixed_noise
+from dcgan_tf.trainer import METRIC_KEYS, Trainer, fixed_inputs, fixed_noise
 from dcgan_tf.workdir import lock as workdir_lock
 
 __all__ = ['METRIC_KEYS', 'ConfigError', 'Trainer', 'final_metrics', 'fixed_noise', 'train_and_evaluate']
@@ -29,13 +29,15 @@ __all__ = ['METRIC_KEYS', 'ConfigError', 'Trainer', 'final_metrics', 'fixed_nois
 # --- helpers of the loop ---
 
 
-def _write_sample_grid(trainer: Trainer, z: tf.Tensor, writer) -> np.ndarray:
+def _write_sample_grid(trainer: Trainer, grid_inputs: tuple, writer) -> np.ndarray:
     step = int(trainer.step)
-    grid = images.save_grid(workdir_lib.sample_grid_path(trainer.workdir, step), trainer.generate(z))
+    rows = trainer.cfg.num_classes if trainer.cfg.conditional else None  # One row per class.
+    path = workdir_lib.sample_grid_path(trainer.workdir, step)
+    grid = images.save_grid(path, trainer.generate(*grid_inputs), rows)
     with writer.as_default(step=step):
         tf.summary.image('samples/fixed_z', grid[None], max_outputs=1)
         if trainer.ema_generator is not None:  # Beside the raw grid: same z, averaged weights.
-            ema_grid = images.make_grid(trainer.ema_generator(z, training=False).numpy())
+            ema_grid = images.make_grid(trainer.generate(*grid_inputs, ema=True), rows)
             tf.summary.image('samples/fixed_z_ema', ema_grid[None], max_outputs=1)
     return grid
 
@@ -93,14 +95,14 @@ def _roll_back_or_raise(
 
 
 def _check_diversity(
-    trainer: Trainer, z: tf.Tensor, real: np.ndarray, writer, step: int, was_diverse: bool
+    trainer: Trainer, grid_inputs: tuple, real: np.ndarray, writer, step: int, was_diverse: bool
 ) -> bool:
     """Logs the fixed-z samples' diversity; warns (log and TensorBoard) when it looks like mode collapse.
 
     A freshly initialised G draws near-identical pictures, so only a fall below the threshold after
     the samples were once above it counts as collapse. Returns whether they have been above it.
     """
-    ratio = safety.diversity_ratio(trainer.generate(z), real)
+    ratio = safety.diversity_ratio(trainer.generate(*grid_inputs), real)
     threshold = trainer.cfg.collapse_threshold
     with writer.as_default(step=step):
         tf.summary.scalar('train/sample_diversity', ratio)
@@ -124,6 +126,9 @@ def _start_up(
     """The Trainer of the run in `workdir`, restored; config.cfg is written only once that succeeded, so
     a refused resume (another model, no checkpoint that restores) leaves every file as it was."""
     chief = distribute.is_chief(strategy)
+    if cfg.conditional:  # --num_classes comes from the data: known before the recorded flags are compared.
+        source = source or data.load_source(cfg)
+        cfg = data.resolve_classes(cfg, source)
     if cfg.overwrite and chief:  # Under the lock: never the folder of a trainer still running.
         workdir_lib.clear(workdir)
     tf.io.gfile.makedirs(workdir)
@@ -132,6 +137,8 @@ def _start_up(
     trainer = Trainer(cfg, workdir, strategy=strategy, source=source)
     if trainer.is_chief:
         workdir_lib.write_config(workdir, cfg)
+        if cfg.conditional:
+            workdir_lib.write_class_names(workdir, trainer.source.class_names)
     g_params, d_params = trainer.num_params()
     logging.info(
         'Data: %s, resolution %d, %d channel(s).', data.describe(trainer.source), cfg.resolution, cfg.channels
@@ -204,7 +211,7 @@ def _train_loop(trainer: Trainer, stop: safety.GracefulStop, metrics_log: workdi
     """Trains to the last step (or a stop signal) in calls that end where something is due."""
     cfg = trainer.cfg
     writer = _summary_writer(trainer)
-    z_grid = fixed_noise(cfg, cfg.num_grid)
+    z_grid = fixed_inputs(cfg, cfg.num_grid)
     step = int(trainer.step)
     if step == 0 and trainer.is_chief:
         _write_sample_grid(trainer, z_grid, writer)
@@ -277,7 +284,9 @@ def _finish(trainer: Trainer, metrics_log: workdir_lib.MetricsLog) -> None:
             generator = _float32_copy(cfg, trainer.generator, models.build_generator)
             ema = trainer.ema_generator
             ema = _float32_copy(cfg, ema, models.build_generator) if ema is not None else None
-            export_lib.save(path, generator, cfg, int(trainer.step), ema)
+            export_lib.save(
+                path, generator, cfg, int(trainer.step), ema, class_names=trainer.source.class_names
+            )
         logging.info('Exported the generator to %s.', path)
 
 

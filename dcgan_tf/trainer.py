@@ -76,6 +76,25 @@ def fixed_noise(cfg: Config, num: int) -> tf.Tensor:
     return tf.random.stateless_normal([num, cfg.z_dim], seed=[cfg.seed, 7919])
 
 
+def grid_columns(num: int) -> int:
+    """Columns of a conditional grid of about `num` images: the side of the unconditional square."""
+    return max(1, round(num**0.5))
+
+
+def fixed_inputs(cfg: Config, num: int) -> tuple[tf.Tensor, tf.Tensor | None]:
+    """(z, one-hot classes or None) of the sample grids.
+
+    A conditional grid has one row per class, every row the same z's: a column keeps its style and a
+    row its class.
+    """
+    if not cfg.conditional:
+        return fixed_noise(cfg, num), None
+    columns = grid_columns(num)
+    z = tf.tile(fixed_noise(cfg, columns), [cfg.num_classes, 1])
+    labels = tf.repeat(tf.range(cfg.num_classes), columns)
+    return z, tf.one_hot(labels, cfg.num_classes)
+
+
 class Trainer:
     """Owns the mutable training state, built inside `strategy.scope()`, restored on construction.
 
@@ -94,10 +113,12 @@ class Trainer:
         strategy: tf.distribute.Strategy | None = None,
         source: data.Source | None = None,
     ):
-        self.cfg, self.workdir = cfg, workdir
+        self.source = source or data.load_source(cfg)
+        # A conditional pair is as wide as the data set has classes (--num_classes 0).
+        self.cfg = cfg = data.resolve_classes(cfg, self.source)
+        self.workdir = workdir
         self.precision = distribute.resolve_precision(cfg)
         self.strategy = strategy or distribute.create_strategy(cfg)
-        self.source = source or data.load_source(cfg)
         self.num_replicas = self.strategy.num_replicas_in_sync
         if cfg.batch_size % self.num_replicas:
             raise ConfigError(
@@ -250,17 +271,22 @@ class Trainer:
 
     # --- the step ---
 
-    def _replica_step(self, real: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
-        """One D and one G update on this replica's slice of the global batch."""
+    def _replica_step(self, batch, seed: tf.Tensor) -> dict[str, tf.Tensor]:
+        """One D and one G update on this replica's slice of the global batch (images, or images and
+        labels for a conditional pair: the fakes are drawn for the real images' classes)."""
         global_batch = self.cfg.batch_size
         context = tf.distribute.get_replica_context()
+        real, classes = batch, None
+        if self.cfg.conditional:
+            real, labels = batch
+            classes = tf.one_hot(labels, self.cfg.num_classes)
         z = self._replica_noise(seed)
         updates = self._updates if self._compiled_updates is None else self._compiled_updates
         # The augmentations' seed: the step's, folded with the replica's index (each has its own images).
         aug_seed = tf.random.experimental.stateless_fold_in(
             seed, context.replica_id_in_sync_group, alg=augment_lib.ALG
         )
-        d_loss, g_loss, real_logits, fake_logits = updates(real, z, aug_seed)
+        d_loss, g_loss, real_logits, fake_logits = updates(real, z, aug_seed, classes)
         if context.num_replicas_in_sync > 1 and not self.cfg.sync_bn:
             _average_moving_statistics(context, self.generator, self.discriminator)
         # Divided by the global batch, so the SUM over replicas is the global mean.
@@ -286,15 +312,19 @@ class Trainer:
         ]
 
     def _updates(
-        self, real: tf.Tensor, z: tf.Tensor, aug_seed: tf.Tensor
+        self, real: tf.Tensor, z: tf.Tensor, aug_seed: tf.Tensor, classes: tf.Tensor | None = None
     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         """Both updates on this replica; returns (d_loss, g_loss, real_logits, fake_logits)."""
         augment_seeds = tf.random.experimental.stateless_split(aug_seed, 3, alg=augment_lib.ALG)
-        d_input = self.augment  # Every image D sees, real or fake, by its own seed.
+
+        def d_input(images: tf.Tensor, seed: tf.Tensor):
+            images = self.augment(images, seed)  # Every image D sees, real or fake, by its own seed.
+            return images if classes is None else [images, classes]
+
         global_batch = self.cfg.batch_size
         alternating = self.cfg.update == 'alternating'
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-            fake = self.generator(z, training=True)
+            fake = self.generator(z if classes is None else [z, classes], training=True)
             # Separate D calls for real and fake: each BatchNorm call sees one kind only,
             # as in the paper's code (mixing them lets D tell them apart by batch statistics).
             real_logits = self.discriminator(d_input(real, augment_seeds[0]), training=True)
@@ -388,9 +418,11 @@ class Trainer:
         per_replica = self.strategy.run(tf.identity, args=(flag,))
         return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
-    def generate(self, z: tf.Tensor) -> np.ndarray:
-        """Images in [-1, 1] for z, with BatchNorm in inference mode (moving statistics)."""
-        return self.generator(z, training=False).numpy()
+    def generate(self, z: tf.Tensor, classes: tf.Tensor | None = None, ema: bool = False) -> np.ndarray:
+        """Images in [-1, 1] for z (and one-hot classes of a conditional G), with BatchNorm in inference
+        mode (moving statistics); `ema`: the moving-average generator's."""
+        model = self.ema_generator if ema else self.generator
+        return model(z if classes is None else [z, classes], training=False).numpy()
 
     def num_params(self) -> tuple[int, int]:
         return self.generator.count_params(), self.discriminator.count_params()

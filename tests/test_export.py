@@ -265,8 +265,8 @@ def test_every_signature_runs_under_saved_model_cli(run, loaded, tmp_path):
 class _EarlierSampler(export._Sampler):
     """The layout of the exports written before: the Keras model and its Keras Variables tracked."""
 
-    def __init__(self, generator, z_dim, name):
-        super().__init__(generator, z_dim, name)
+    def __init__(self, generator, z_dim, name, num_classes=0):
+        super().__init__(generator, z_dim, name, num_classes)
         self.generator = generator
         self.weights = list(generator.variables)
 

@@ -25,6 +25,7 @@ from dcgan_tf.data.base import (
     check_labelled,
     num_skipped,
     pipeline_error_message,
+    resolve_classes,
 )
 from dcgan_tf.data.folder import FolderSource, list_image_files
 from dcgan_tf.data.lmdb import LmdbSource
@@ -81,6 +82,7 @@ __all__ = [
     'prepared_example',
     'read_idx',
     'read_manifest',
+    'resolve_classes',
     'steps_for_epochs',
     'take_images',
     'to_unit_range',

@@ -275,6 +275,14 @@ def check_labelled(cfg: Config, source: Source) -> None:
         )
 
 
+def resolve_classes(cfg: Config, source: Source) -> Config:
+    """`cfg` with --num_classes set to the source's class count (a conditional run), after check_labelled."""
+    if not cfg.conditional:
+        return cfg
+    check_labelled(cfg, source)
+    return dataclasses.replace(cfg, num_classes=len(source.class_names))
+
+
 def num_skipped(source: Source) -> int:
     """Undecodable images skipped so far while reading `source` (for logs and TensorBoard)."""
     return source.skipped.value

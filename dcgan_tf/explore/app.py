@@ -305,6 +305,13 @@ def serve(saved_model: str, cfg: Config) -> dict[str, Any]:
     generator = export.load(saved_model, cfg.sampler)
     # The run folder and the export's, enough to tell runs apart without the machine's whole path.
     title = '/'.join(os.path.normpath(saved_model).split(os.sep)[-2:])
+    if (
+        generator.num_classes
+    ):  # A conditional export is explored one class at a time (--label, else the first).
+        generator = export.ClassGenerator(generator, max(cfg.label, 0))
+        title = f'{title}, class {generator.class_name}'
+    elif cfg.label >= 0:
+        raise ConfigError(f'{saved_model} is an unconditional generator: it takes no --label; drop it.')
     app = build_app(generator, title, cfg.seed)
     logging.info(
         'Serving the explorer of %s on http://%s:%d/ (Ctrl-C stops it).', saved_model, cfg.host, cfg.port

@@ -12,7 +12,7 @@ import math
 import os
 from typing import Any
 
-from dcgan_tf.config import Config
+from dcgan_tf.config import Config, ConfigError
 
 PADDING_NOTE = (
     "Padding: 'valid' is P = 0. Keras' 'same' makes a convolution's out = ceil(I / S) and pads\n"
@@ -231,6 +231,10 @@ def run(cfg: Config, workdir: str | None = None) -> dict[str, Any]:
     if workdir and tf.io.gfile.exists(os.path.join(workdir, 'config.cfg')):
         cfg = export.run_config(workdir)
         source = os.path.join(workdir, 'config.cfg')
+    if cfg.conditional and not cfg.num_classes:
+        raise ConfigError(
+            '--mode=summary of a --conditional model needs --num_classes (or --workdir of a conditional run).'
+        )
     result = summarize(cfg)
     result['source'] = source
     print(f'Model from {source}.\n\n{result["text"]}', flush=True)

@@ -189,7 +189,7 @@ def run(cfg: Config, workdir: str, out_dir: str) -> dict[str, Any]:
     from dcgan_tf import models  # noqa: PLC0415
     from dcgan_tf.quality import probe  # noqa: PLC0415
 
-    run_cfg, trained, step = probe.restore_discriminator(workdir)
+    run_cfg, trained, step = probe.restore_discriminator(workdir, 'visualize')
     # A D that never saw data: the same shape, another seed (as --mode=probe compares with).
     random_d = models.build_discriminator(run_cfg.replace(seed=run_cfg.seed + 1))
     train = _training_images(run_cfg)

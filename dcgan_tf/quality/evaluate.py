@@ -10,12 +10,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from dcgan_tf import data, export, models
 from dcgan_tf import images as images_lib
+from dcgan_tf import workdir as workdir_lib
 from dcgan_tf.config import Config, ConfigError
 from dcgan_tf.quality.features import FeatureNet, accumulate, build_feature_net
 from dcgan_tf.quality.metrics import FeatureStats, compare, is_better
@@ -28,12 +30,20 @@ BEST_FILE = 'best.json'
 # --- image sources ---
 
 
-def generator_batches(generate: Callable[[np.ndarray], np.ndarray], z_dim: int, num: int, seed: int):
-    """Batches of generate(z) for `num` z ~ N(0, 1) drawn from `seed` (the same images every call)."""
+def generator_batches(generate: Callable, z_dim: int, num: int, seed: int, num_classes: int = 0):
+    """Batches of generate(z) for `num` z ~ N(0, 1) drawn from `seed` (the same images every call).
+
+    A conditional generator (`num_classes` > 0) is called as generate(z, labels), sample i of class
+    i mod num_classes, so every class is drawn as often; the batches are then (images, labels).
+    """
     rng = np.random.default_rng(seed)
     for start in range(0, num, EVAL_BATCH):
         z = rng.standard_normal((min(EVAL_BATCH, num - start), z_dim)).astype(np.float32)
-        yield np.asarray(generate(z), np.float32)
+        if not num_classes:
+            yield np.asarray(generate(z), np.float32)
+            continue
+        labels = (np.arange(start, start + len(z)) % num_classes).astype(np.int32)
+        yield np.asarray(generate(z, labels), np.float32), labels
 
 
 def array_batches(images: np.ndarray, num: int):
@@ -57,24 +67,44 @@ def real_stats(cfg: Config, net: FeatureNet, num: int, split: str) -> FeatureSta
     return accumulate(net, array_batches(images, num), cfg.seed + 1)
 
 
+def keras_generate(generator: keras.Model, num_classes: int) -> Callable:
+    """generate(z) (or generate(z, labels) for a conditional G) -> [-1, 1] images, BatchNorm in inference."""
+    if not num_classes:
+        return lambda z: generator(z, training=False)
+    return lambda z, labels: generator([z, tf.one_hot(labels, num_classes)], training=False)
+
+
 def _generator_from_source(cfg: Config, workdir: str):
-    """(generate(z) -> [-1, 1] images, z_dim, description) for --eval_source=generator/untrained."""
+    """(generate, z_dim, num_classes, description) for --eval_source=generator/untrained."""
     if cfg.eval_source == 'untrained':
+        if cfg.conditional and not cfg.num_classes:
+            raise ConfigError(
+                '--eval_source=untrained --conditional needs --num_classes, the width of the G.'
+            )
         generator = models.build_generator(cfg)
-        return (lambda z: generator(z, training=False)), cfg.z_dim, f'untrained generator (seed {cfg.seed})'
+        classes = cfg.num_classes if cfg.conditional else 0
+        return (
+            keras_generate(generator, classes),
+            cfg.z_dim,
+            classes,
+            f'untrained generator (seed {cfg.seed})',
+        )
     if cfg.saved_model:
         loaded = export.load(cfg.saved_model, cfg.sampler)
         return (
-            lambda z: images_lib.to_unit_range(loaded.generate(z)),
+            lambda z, labels=None: images_lib.to_unit_range(loaded.generate(z, labels=labels)),
             loaded.z_dim,
+            loaded.num_classes,
             f'SavedModel {cfg.saved_model} ({cfg.sampler}, step {loaded.metadata.get("step")})',
         )
     run_cfg, generator, ema_generator, step = export.restore_generators(workdir)
     chosen = ema_generator if (ema_generator is not None and cfg.sampler == 'ema') else generator
     kind = 'ema' if chosen is ema_generator else 'raw'
+    classes = run_cfg.num_classes if run_cfg.conditional else 0
     return (
-        (lambda z: chosen(z, training=False)),
+        keras_generate(chosen, classes),
         run_cfg.z_dim,
+        classes,
         f'checkpoint of {workdir} ({kind}, step {step})',
     )
 
@@ -132,8 +162,9 @@ class PeriodicEvaluator:
         start = time.perf_counter()
         generator = getattr(self.trainer, 'ema_generator', None)
         generator = self.trainer.generator if generator is None else generator
+        classes = self.cfg.num_classes if self.cfg.conditional else 0
         batches = generator_batches(
-            lambda z: generator(z, training=False), self.cfg.z_dim, self.cfg.eval_samples, self.cfg.seed
+            keras_generate(generator, classes), self.cfg.z_dim, self.cfg.eval_samples, self.cfg.seed, classes
         )
         metrics = compare(
             accumulate(self.net, batches, self.cfg.seed),
@@ -193,7 +224,9 @@ def export_best(workdir: str, path: str | None = None) -> str:
     cfg, generator, ema_generator, step = restore_best_generators(workdir)
     path = path or os.path.join(workdir, export.EXPORT_DIR)
     logging.info('Exporting the best checkpoint (step %d) to %s.', step, path)
-    return export.save(path, generator, cfg, step, ema_generator)
+    return export.save(
+        path, generator, cfg, step, ema_generator, class_names=workdir_lib.read_class_names(workdir)
+    )
 
 
 # --- --mode=evaluate ---
@@ -227,8 +260,9 @@ def run(cfg: Config, workdir: str) -> dict[str, Any]:
         generated = real_stats(cfg, net, cfg.eval_samples, 'train')
         description = f'real {cfg.dataset} train-split images (the floor)'
     else:
-        generate, z_dim, description = _generator_from_source(cfg, workdir)
-        generated = accumulate(net, generator_batches(generate, z_dim, cfg.eval_samples, cfg.seed), cfg.seed)
+        generate, z_dim, classes, description = _generator_from_source(cfg, workdir)
+        batches = generator_batches(generate, z_dim, cfg.eval_samples, cfg.seed, classes)
+        generated = accumulate(net, batches, cfg.seed)
     metrics = compare(generated, real, cfg.kid_subsets, cfg.kid_subset_size, cfg.seed)
     result = {
         'metrics': metrics,

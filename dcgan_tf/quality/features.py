@@ -91,9 +91,11 @@ def build_feature_net(cfg: Config) -> FeatureNet:
     return classifier_net(cfg.feature_net, cfg.classifier_path)
 
 
-def accumulate(net: FeatureNet, batches: Iterator[np.ndarray], seed: int = 0) -> FeatureStats:
-    """Feeds batches of [-1, 1] images through the net into a FeatureStats."""
+def accumulate(net: FeatureNet, batches: Iterator, seed: int = 0) -> FeatureStats:
+    """Feeds batches of [-1, 1] images, or (images, requested labels) pairs, through the net into a
+    FeatureStats."""
     stats = FeatureStats(seed)
     for batch in batches:
-        stats.update(*net(batch))
+        images, labels = batch if isinstance(batch, tuple) else (batch, None)
+        stats.update(*net(images), labels)
     return stats

@@ -151,9 +151,14 @@ class ProbabilityMoments:
         self.entropy_total = 0.0
         self.histogram = None
         self.confident_count = 0
+        self.labelled_count = 0  # Samples drawn for a requested class (a conditional generator's) ...
+        self.agreeing_count = 0  # ... and those the classifier puts in that class.
 
-    def update(self, probabilities: np.ndarray) -> None:
+    def update(self, probabilities: np.ndarray, labels: np.ndarray | None = None) -> None:
         p = np.asarray(probabilities, np.float64)
+        if labels is not None:
+            self.labelled_count += len(p)
+            self.agreeing_count += int((p.argmax(axis=1) == np.asarray(labels)).sum())
         if self.total is None:
             self.total = np.zeros(p.shape[1])
             self.histogram = np.zeros(p.shape[1])
@@ -176,6 +181,9 @@ class ProbabilityMoments:
 
     def confident(self) -> float:
         return self.confident_count / self.count
+
+    def label_agreement(self) -> float:
+        return self.agreeing_count / self.labelled_count
 
 
 class Reservoir:
@@ -216,11 +224,13 @@ class FeatureStats:
     def count(self) -> int:
         return self.gaussian.count
 
-    def update(self, features: np.ndarray, probabilities: np.ndarray | None) -> None:
+    def update(
+        self, features: np.ndarray, probabilities: np.ndarray | None, labels: np.ndarray | None = None
+    ) -> None:
         self.gaussian.update(features)
         self.reservoir.update(features)
         if probabilities is not None:
-            self.probabilities.update(probabilities)
+            self.probabilities.update(probabilities, labels)
 
 
 def compare(
@@ -231,7 +241,8 @@ def compare(
     seed: int = 0,
 ) -> dict[str, float]:
     """fid, kid, kid_std; when the net classifies also score, coverage, confident, entropy_bits and
-    the same four of the real set (`*_real`)."""
+    the same four of the real set (`*_real`); for samples of requested classes, label_agreement: the
+    share the net puts in the class asked for."""
     mu_g, sigma_g = generated.gaussian.mean_and_covariance()
     mu_r, sigma_r = real.gaussian.mean_and_covariance()
     kid, kid_std = kernel_distance(
@@ -245,6 +256,8 @@ def compare(
             metrics[f'coverage{suffix}'] = moments.coverage()
             metrics[f'confident{suffix}'] = moments.confident()
             metrics[f'entropy_bits{suffix}'] = moments.entropy_bits()
+        if moments.labelled_count:
+            metrics[f'label_agreement{suffix}'] = moments.label_agreement()
     return metrics
 
 

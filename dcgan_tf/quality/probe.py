@@ -186,11 +186,12 @@ def format_table(result: dict[str, Any]) -> str:
     return '\n'.join(lines)
 
 
-def restore_discriminator(workdir: str):
+def restore_discriminator(workdir: str, mode: str = 'probe'):
     """(run Config, D with the newest restorable checkpoint's weights, step) of the run in `workdir`."""
     from dcgan_tf import export, models  # noqa: PLC0415 - TensorFlow only on this path.
 
     run_cfg = export.run_config(workdir)
+    export.require_unconditional(run_cfg, workdir, mode)
     built, step = export.restore_models(workdir, run_cfg, {'discriminator': models.build_discriminator})
     return run_cfg, built['discriminator'], step
 

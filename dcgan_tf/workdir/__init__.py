@@ -35,6 +35,7 @@ from dcgan_tf.config import (
 )
 
 CONFIG_FILE = 'config.cfg'
+CLASSES_FILE = 'classes.txt'
 CHECKPOINT_DIR = 'checkpoints'
 TENSORBOARD_DIR = 'tensorboard'
 SAMPLES_DIR = 'samples'
@@ -50,6 +51,10 @@ def is_url(path: str) -> bool:
 
 def config_path(workdir: str) -> str:
     return os.path.join(workdir, CONFIG_FILE)
+
+
+def classes_path(workdir: str) -> str:
+    return os.path.join(workdir, CLASSES_FILE)
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -181,6 +186,22 @@ def check_config(workdir: str, cfg: Config) -> None:
 
 def write_config(workdir: str, cfg: Config) -> None:
     write_file(config_path(workdir), to_flagfile(cfg).encode())
+
+
+# --- classes.txt ---
+
+
+def write_class_names(workdir: str, names: tuple[str, ...]) -> None:
+    """A conditional run's class names, one a line in label order (the export's metadata lists them)."""
+    write_file(classes_path(workdir), ''.join(f'{name}\n' for name in names).encode())
+
+
+def read_class_names(workdir: str) -> tuple[str, ...] | None:
+    """The class names a conditional run recorded, or None where it recorded none."""
+    path = classes_path(workdir)
+    if not tf.io.gfile.exists(path):
+        return None
+    return tuple(read_bytes(path).decode('utf-8').splitlines())
 
 
 # --- metrics.jsonl ---
