@@ -216,6 +216,15 @@ def use_jit(cfg: Config, strategy: tf.distribute.Strategy) -> bool:
     """
     if isinstance(strategy, tf.distribute.TPUStrategy):
         return True  # A TPU compiles the whole step with XLA whatever the flag says.
+    if cfg.sync_bn and strategy.num_replicas_in_sync > 1:
+        # Synchronized BatchNorm all-reduces inside the forward pass, which a per-replica XLA
+        # function cannot hold (the replicas meet only outside it).
+        if cfg.jit_compile == 'true':
+            raise ConfigError(
+                '--sync_bn with several replicas all-reduces inside BatchNorm, which XLA cannot compile '
+                'per replica; use --jit_compile=auto or false, or drop --sync_bn.'
+            )
+        return False
     if cfg.jit_compile == 'auto':
         # XLA made the DCGAN step slower on CPUs and several times faster on GPUs.
         return device_kind() != 'CPU'

@@ -113,12 +113,12 @@ class Trainer:
         strategy: tf.distribute.Strategy | None = None,
         source: data.Source | None = None,
     ):
-        self.source = source or data.load_source(cfg)
-        # A conditional pair is as wide as the data set has classes (--num_classes 0).
-        self.cfg = cfg = data.resolve_classes(cfg, self.source)
         self.workdir = workdir
         self.precision = distribute.resolve_precision(cfg)
         self.strategy = strategy or distribute.create_strategy(cfg)
+        self.source = source or data.load_source(cfg)
+        # A conditional pair is as wide as the data set has classes (--num_classes 0).
+        self.cfg = cfg = data.resolve_classes(cfg, self.source)
         self.num_replicas = self.strategy.num_replicas_in_sync
         if cfg.batch_size % self.num_replicas:
             raise ConfigError(

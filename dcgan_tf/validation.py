@@ -34,16 +34,9 @@ def validate_model_flags(cfg: Config) -> None:
         f'--resolution={cfg.resolution} is not supported; use one of {", ".join(map(str, RESOLUTIONS))}.',
     )
     require(cfg.channels in (1, 3), f'--channels={cfg.channels} must be 1 or 3.')
-    for name in (
-        'z_dim',
-        'gf_dim',
-        'df_dim',
-        'kernel_size',
-        'g_extra_layers',
-        'd_extra_layers',
-        'num_classes',
-    ):
-        check_number(FIELDS[name], getattr(cfg, name))
+    for name in MODEL_FLAGS:  # Resolution and channels were checked against their lists above.
+        if name not in ('resolution', 'channels') and bound_of(FIELDS[name]) is not None:
+            check_number(FIELDS[name], getattr(cfg, name))
     require(
         not (cfg.conditional and cfg.arch == 'tutorial'),
         '--conditional builds a class-conditional dcgan pair; it does not apply to --arch=tutorial.',

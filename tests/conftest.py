@@ -52,3 +52,21 @@ def mnist_dir(tmp_path_factory) -> str:
         data.write_idx(str(folder / f'{image_stem}.gz'), images[part, ..., 0])
         data.write_idx(str(folder / f'{label_stem}.gz'), labels[part])
     return str(folder)
+
+
+@pytest.fixture(scope='session')
+def brief_mnist_classifier(tmp_path_factory, mnist_dir) -> dict:
+    """The project's MNIST classifier after a brief training (4,000 digits, 2 epochs: about 95% on the
+    test split, where a broken model, loss or data path stays near chance): train_classifier's result."""
+    from dcgan_tf.config import Config
+    from dcgan_tf.quality import classifier
+
+    cfg = Config(
+        mode='train_classifier',
+        dataset='mnist',
+        data_dir=mnist_dir,
+        batch_size=64,
+        classifier_epochs=2,
+        classifier_train_examples=4000,
+    )
+    return classifier.train_classifier(cfg, str(tmp_path_factory.mktemp('brief_classifier')))

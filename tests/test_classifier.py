@@ -23,18 +23,10 @@ def test_to_classifier_input_resizes_and_greys():
     np.testing.assert_allclose(out, 0.5, atol=1e-5)
 
 
-def test_brief_training_on_real_mnist_learns_and_saves(tmp_path, mnist_dir):
+def test_brief_training_on_real_mnist_learns_and_saves(brief_mnist_classifier, mnist_dir):
     # 4,000 digits, 2 epochs: far from the 99% of the full run (benchmarks/classifier_accuracy.py),
     # but a broken model, loss or data path stays near chance (10%).
-    cfg = Config(
-        mode='train_classifier',
-        dataset='mnist',
-        data_dir=mnist_dir,
-        batch_size=64,
-        classifier_epochs=2,
-        classifier_train_examples=4000,
-    )
-    result = classifier.train_classifier(cfg, str(tmp_path))
+    result = brief_mnist_classifier
     assert result['test_accuracy'] > 0.85, result
     from dcgan_tf import data
 

@@ -159,6 +159,27 @@ def test_xla_per_replica_trains_like_the_uncompiled_step(tmp_path, two_replicas,
     assert not _two(cfg, tmp_path / 'auto', two_replicas).use_jit  # auto: no XLA on a CPU.
 
 
+def test_a_conditional_pair_trains_alike_on_one_replica_two_and_two_under_xla(tmp_path, two_replicas):
+    # Each replica's labels must stay with its slice of the images, and its fakes drawn for them.
+    # One replica and two agree with synchronized BatchNorm, which XLA per replica cannot hold; the
+    # compiled step is compared with the uncompiled one without it.
+    cfg = _cfg(train_steps=3, dataset='embedded', resolution=28, conditional=True)
+    synced = cfg.replace(sync_bn=True)
+    one = train.Trainer(synced, str(tmp_path / 'one'))
+    two = _two(synced, tmp_path / 'two', two_replicas)
+    plain = _two(cfg.replace(jit_compile='false'), tmp_path / 'plain', two_replicas)
+    xla = _two(cfg.replace(jit_compile='true'), tmp_path / 'xla', two_replicas)
+    assert one.cfg.num_classes == 10 and xla._compiled_updates is not None
+    metrics = [trainer.train_steps(3) for trainer in (one, two, plain, xla)]
+    for k in train.METRIC_KEYS:
+        assert metrics[1][k] == pytest.approx(metrics[0][k], rel=1e-5, abs=1e-6)
+        assert metrics[3][k] == pytest.approx(metrics[2][k], rel=1e-4, abs=1e-5)
+    _assert_weights_close(one, two)
+    _assert_weights_close(plain, xla, rtol=1e-4, atol=1e-5)
+    with pytest.raises(config_lib.ConfigError, match='--sync_bn with several replicas'):
+        _two(synced.replace(jit_compile='true'), tmp_path / 'refused', two_replicas)
+
+
 # --- one global batch, however many replicas ---
 
 

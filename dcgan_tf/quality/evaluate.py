@@ -71,7 +71,9 @@ def keras_generate(generator: keras.Model, num_classes: int) -> Callable:
     """generate(z) (or generate(z, labels) for a conditional G) -> [-1, 1] images, BatchNorm in inference."""
     if not num_classes:
         return lambda z: generator(z, training=False)
-    return lambda z, labels: generator([z, tf.one_hot(labels, num_classes)], training=False)
+    return lambda z, labels: generator(
+        [tf.convert_to_tensor(z), tf.one_hot(labels, num_classes)], training=False
+    )
 
 
 def _generator_from_source(cfg: Config, workdir: str):
@@ -149,6 +151,7 @@ class PeriodicEvaluator:
         self.manager = tf.train.CheckpointManager(
             trainer.checkpoint, self.best_dir, max_to_keep=1, step_counter=trainer.step
         )
+        self.last: dict[str, float] = {}  # The latest evaluation's metrics.
         best = read_best(self.best_dir)
         self.best = best if best and best.get('metric') == cfg.eval_metric else None
         self.writer = (
@@ -207,6 +210,7 @@ class PeriodicEvaluator:
             self.best['step'],
             ' (new best, saved)' if improved else '',
         )
+        self.last = metrics
         return metrics
 
 
