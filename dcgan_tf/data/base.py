@@ -73,6 +73,8 @@ class Source:
     skipped: SkipCounter = dataclasses.field(
         default_factory=SkipCounter, compare=False, repr=False, kw_only=True
     )
+    # Why an unlabelled source has no labels and how to give it some ('' where there is nothing to say).
+    label_hint: str = dataclasses.field(default='', compare=False, repr=False, kw_only=True)
 
     kind: ClassVar[str] = ''
     decoded: ClassVar[bool] = True
@@ -94,12 +96,18 @@ class Source:
     def describe(self) -> str:
         raise NotImplementedError
 
-    def key_dataset(self, shuffle: bool, seed: int, num_pipelines: int, pipeline_id: int) -> tf.data.Dataset:
-        """This input pipeline's share of the keys (or still encoded records), in the source's order."""
+    def key_dataset(
+        self, shuffle: bool, seed: int, num_pipelines: int, pipeline_id: int, labelled: bool = False
+    ) -> tf.data.Dataset:
+        """This input pipeline's share of the keys (or still encoded records), in the source's order.
+
+        `labelled`: (key, int64 label) pairs, so a label is shuffled and skipped with its own key.
+        """
         raise NotImplementedError
 
     def fetch_marked(self, keys: tf.data.Dataset) -> tf.data.Dataset:
-        """(key, is pass end) -> (encoded bytes, is pass end), in order; a pass end reads nothing."""
+        """(key, is pass end[, label]) -> (encoded bytes, is pass end[, label]), in order; a pass end
+        reads nothing."""
         raise NotImplementedError
 
     def batches(self, cfg: Config, keys: tf.data.Dataset, batch: int) -> tf.data.Dataset:
@@ -137,8 +145,10 @@ class MemorySource(Source):
     def describe(self) -> str:
         return 'in memory'
 
-    def key_dataset(self, shuffle: bool, seed: int, num_pipelines: int, pipeline_id: int) -> tf.data.Dataset:
-        del shuffle, seed
+    def key_dataset(
+        self, shuffle: bool, seed: int, num_pipelines: int, pipeline_id: int, labelled: bool = False
+    ) -> tf.data.Dataset:
+        del shuffle, seed, labelled  # An index finds the label too (see batches).
         return tf.data.Dataset.range(self.num_examples).shard(num_pipelines, pipeline_id)
 
     def batches(self, cfg: Config, keys: tf.data.Dataset, batch: int) -> tf.data.Dataset:
@@ -171,10 +181,13 @@ class KeyedSource(Source):
     def num_examples(self) -> int:
         return len(self.key_list())
 
-    def key_dataset(self, shuffle: bool, seed: int, num_pipelines: int, pipeline_id: int) -> tf.data.Dataset:
+    def key_dataset(
+        self, shuffle: bool, seed: int, num_pipelines: int, pipeline_id: int, labelled: bool = False
+    ) -> tf.data.Dataset:
         del shuffle, seed
-        keys = tf.data.Dataset.from_tensor_slices(tf.constant(list(self.key_list()), tf.string))
-        return keys.shard(num_pipelines, pipeline_id)
+        keys = tf.constant(list(self.key_list()), tf.string)
+        items = (keys, tf.constant(self.labels, tf.int64)) if labelled else keys
+        return tf.data.Dataset.from_tensor_slices(items).shard(num_pipelines, pipeline_id)
 
     def fetch(self, keys: tf.data.Dataset) -> tf.data.Dataset:
         """Keys -> encoded image bytes, in the same order."""
@@ -182,7 +195,10 @@ class KeyedSource(Source):
 
     def records(self, cfg: Config, start: int, stop: int) -> tf.data.Dataset:
         keys = tf.data.Dataset.from_tensor_slices(tf.constant(list(self.key_list()[start:stop]), tf.string))
-        return self.fetch(keys).map(lambda r: (r, tf.constant(-1, tf.int64)))
+        if self.labels is None:
+            return self.fetch(keys).map(lambda r: (r, tf.constant(-1, tf.int64)))
+        labels = tf.data.Dataset.from_tensor_slices(tf.constant(self.labels[start:stop], tf.int64))
+        return tf.data.Dataset.zip(self.fetch(keys), labels)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,12 +207,15 @@ class StreamSource(Source):
 
     `stream_fn(shuffle, seed, num_pipelines, pipeline_id)` gives the Dataset of (encoded bytes, int64
     label); it holds `stream_size` records. The still encoded records are what is shuffled and skipped.
+    `class_names` names the labels where the records have them.
     """
 
     stream_fn: Callable[[bool, int, int, int], tf.data.Dataset]
     stream_size: int
     # (num_pipelines, pipeline_id) -> records of that pipeline's stream, where it reads whole files.
     share_fn: Callable[[int, int], int] | None = None
+    # Keyword-only: a field named like a class attribute of Source takes its place, before stream_fn.
+    class_names: tuple[str, ...] | None = dataclasses.field(default=None, kw_only=True)
 
     kind: ClassVar[str] = 'stream'
     shuffle_cap: ClassVar[int | None] = STREAM_SHUFFLE_CAP
@@ -208,8 +227,11 @@ class StreamSource(Source):
     def describe(self) -> str:
         return 'streamed, decoded on the fly'
 
-    def key_dataset(self, shuffle: bool, seed: int, num_pipelines: int, pipeline_id: int) -> tf.data.Dataset:
-        return self.stream_fn(shuffle, seed, num_pipelines, pipeline_id).map(_drop_label)
+    def key_dataset(
+        self, shuffle: bool, seed: int, num_pipelines: int, pipeline_id: int, labelled: bool = False
+    ) -> tf.data.Dataset:
+        records = self.stream_fn(shuffle, seed, num_pipelines, pipeline_id)
+        return records if labelled else records.map(_drop_label)
 
     def pass_share(self, num_pipelines: int, pipeline_id: int) -> int:
         if self.share_fn is not None:
@@ -224,7 +246,7 @@ class StreamSource(Source):
 
 
 def _drop_label(raw: tf.Tensor, label: tf.Tensor) -> tf.Tensor:
-    """Training needs images only; labels ride along in streams for --mode=prepare."""
+    """An unconditional run needs images only; labels ride along in streams for --mode=prepare."""
     del label
     return raw
 
@@ -234,10 +256,11 @@ def check_labelled(cfg: Config, source: Source) -> None:
     if not cfg.conditional:
         return
     if source.class_names is None:
+        hint = f' ({source.label_hint})' if source.label_hint else ''
         raise DataError(
-            f'--conditional needs class labels, and {source.name} has none; use a labelled data set '
+            f'--conditional needs class labels, and {source.name} has none{hint}; use a labelled data set '
             f'(embedded, mnist, fashion_mnist, a folder with one subfolder per class, a tfds set with a '
-            f'label feature).'
+            f'label feature, or TFRecords prepared from one of those).'
         )
     if cfg.num_classes and cfg.num_classes != len(source.class_names):
         raise DataError(

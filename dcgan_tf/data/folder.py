@@ -1,6 +1,8 @@
 """Image files under a folder (--dataset=folder), and CelebA's img_align_celeba/ folder with its partition.
 
-Listing follows symlinks but reaches each folder and file once; files are decoded in the pipeline.
+Listing follows symlinks but reaches each folder and file once; files are decoded in the pipeline. A
+folder whose images all sit in subfolders is labelled: one class per subfolder, as torchvision's
+ImageFolder and Keras' image_dataset_from_directory read it.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import dataclasses
 import os
 from typing import ClassVar
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -22,9 +25,11 @@ CELEBA_PARTITIONS = {'train': 0, 'validation': 1, 'test': 2}
 
 @dataclasses.dataclass(frozen=True)
 class FolderSource(KeyedSource):
-    """Image files, decoded on the fly; keys are their paths."""
+    """Image files, decoded on the fly; keys are their paths, labels (if any) their class subfolders'."""
 
     files: tuple[str, ...] = ()
+    labels: np.ndarray | None = dataclasses.field(default=None, compare=False)
+    class_names: tuple[str, ...] | None = None
 
     kind: ClassVar[str] = 'files'
 
@@ -38,8 +43,8 @@ class FolderSource(KeyedSource):
         return keys.map(tf.io.read_file, num_parallel_calls=AUTOTUNE)
 
     def fetch_marked(self, keys: tf.data.Dataset) -> tf.data.Dataset:
-        def read(key: tf.Tensor, end: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            return tf.cond(end, lambda: tf.constant(b''), lambda: tf.io.read_file(key)), end
+        def read(key: tf.Tensor, end: tf.Tensor, *label: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            return tf.cond(end, lambda: tf.constant(b''), lambda: tf.io.read_file(key)), end, *label
 
         return keys.map(read, num_parallel_calls=AUTOTUNE)
 
@@ -104,20 +109,51 @@ def list_image_files(data_dir: str) -> list[str]:
     return files
 
 
+def _class_subfolders(
+    data_dir: str, files: list[str]
+) -> tuple[tuple[str, ...] | None, np.ndarray | None, str]:
+    """The folder's classes: (sorted names, each file's label, '') when every file sits under a subfolder
+    of `data_dir` (the first one names its class, however deep the file lies), else (None, None, why not).
+    """
+    tops = []
+    for path in files:
+        parts = path[len(data_dir) :].replace(os.sep, '/').lstrip('/').split('/')
+        tops.append(parts[0] if path.startswith(data_dir) and len(parts) > 1 else None)
+    at_top = tops.count(None)
+    if at_top:
+        where = 'its images lie' if at_top == len(files) else f'{at_top} of its images lie'
+        return None, None, f'{where} directly in --data_dir, not in one subfolder per class'
+    names = tuple(sorted(set(tops)))
+    index = {name: i for i, name in enumerate(names)}
+    return names, np.array([index[top] for top in tops], np.int64), ''
+
+
 def folder_source(
     cfg: Config, split: str, name: str = 'folder', partitions: dict[str, int] | None = None
 ) -> FolderSource:
     files = list_image_files(cfg.data_dir)
     if not files:
         raise DataError(f'--data_dir={cfg.data_dir} holds no images ({", ".join(IMAGE_EXTENSIONS)}).')
+    # Classes from the whole listing, before any split, so every split numbers them alike.
+    class_names, labels, hint = _class_subfolders(cfg.data_dir, files)
+    keep = np.arange(len(files))
     if partitions is not None:  # CelebA's official train/validation/test partition.
         wanted = CELEBA_PARTITIONS['train' if cfg.eval_holdout else split]
-        files = [f for f in files if partitions.get(os.path.basename(f)) == wanted]
-        if not files:
+        keep = np.array(
+            [i for i, f in enumerate(files) if partitions.get(os.path.basename(f)) == wanted], int
+        )
+        if not len(keep):
             raise DataError(f'No image of {cfg.data_dir} is in the {split} part of list_eval_partition.txt.')
-    files = hold_out(files, split, cfg.eval_holdout, cfg.data_dir)
+    keep = hold_out(keep, split, cfg.eval_holdout, cfg.data_dir)
+    files = [files[i] for i in keep]
     check_some_decode(cfg, sample_evenly(files), lambda f: tf.io.read_file(f), f'--data_dir={cfg.data_dir}')
-    return FolderSource(name=f'{name}:{cfg.data_dir}', files=tuple(files))
+    return FolderSource(
+        name=f'{name}:{cfg.data_dir}',
+        files=tuple(files),
+        labels=None if labels is None else labels[keep],
+        class_names=class_names,
+        label_hint=hint,
+    )
 
 
 def celeba_folder(cfg: Config, split: str) -> FolderSource | None:

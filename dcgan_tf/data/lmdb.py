@@ -43,8 +43,8 @@ class LmdbSource(KeyedSource):
     def fetch_marked(self, keys: tf.data.Dataset) -> tf.data.Dataset:
         path = self.lmdb_path.encode()
 
-        def fetch(batch: tf.Tensor, ends: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            return tf.numpy_function(_lmdb_fetch, [path, batch], tf.string, stateful=False), ends
+        def fetch(batch: tf.Tensor, ends: tf.Tensor, *labels: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            return tf.numpy_function(_lmdb_fetch, [path, batch], tf.string, stateful=False), ends, *labels
 
         return self._fetch_batches(keys, fetch)
 

@@ -3,7 +3,8 @@
 Keys (indices, file names, LMDB keys, or for streams the still encoded records) are shuffled and
 skipped before any decoding, so resuming at step N skips N batches without decoding them and the
 order is a pure function of --seed. Undecodable images are skipped and counted in `Source.skipped`;
-a resumed run is then shifted by the number skipped before its checkpoint.
+a resumed run is then shifted by the number skipped before its checkpoint. For --conditional each key
+carries its label through all of it, so an image and its label never part.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import tensorflow as tf
 from dcgan_tf import images as images_lib
 from dcgan_tf.config import Config
 from dcgan_tf.data import arrays, folder, lmdb, prepared, tfds
-from dcgan_tf.data.base import AUTOTUNE, DataError, SkipCounter, Source, pipeline_error
+from dcgan_tf.data.base import AUTOTUNE, DataError, SkipCounter, Source, check_labelled, pipeline_error
 from dcgan_tf.data.preprocess import decode_and_fit, to_unit_range
 
 
@@ -38,31 +39,33 @@ def load_source(cfg: Config, split: str = 'train') -> Source:
     raise DataError(f'Unknown --dataset={dataset}.')
 
 
-def _with_pass_ends(keys: tf.data.Dataset) -> tf.data.Dataset:
-    """(key, False) for each key of one pass, then ('', True): the end of the pass, repeated forever.
+def _with_pass_ends(keys: tf.data.Dataset, labelled: bool) -> tf.data.Dataset:
+    """(key, False[, label]) for each key of one pass, then ('', True[, -1]): the end of the pass, forever.
 
     Appended after the shuffle, the marker leaves the keys' order exactly as `keys.repeat()` has it.
     """
-    end = tf.data.Dataset.from_tensors((tf.constant(b''), tf.constant(True)))
-    return keys.map(lambda key: (key, tf.constant(False))).concatenate(end).repeat()
+    end = (tf.constant(b''), tf.constant(True)) + ((tf.constant(-1, tf.int64),) if labelled else ())
+    marked = keys.map(lambda key, *label: (key, tf.constant(False), *label))
+    return marked.concatenate(tf.data.Dataset.from_tensors(end)).repeat()
 
 
 def decode_counted(
     cfg: Config, source: Source, records: tf.data.Dataset, per_pass: int = 0, whole_first_pass: bool = False
 ) -> tf.data.Dataset:
-    """(encoded bytes, is pass end) -> (uint8 image, skipped before it), in order.
+    """(encoded bytes, is pass end[, label]) -> (uint8 image, skipped before it[, label]), in order.
 
-    Undecodable images are dropped and counted (a gap in the positions of the survivors). A pass
-    end that follows a whole pass without one image fails with a PIPELINE_ERROR sentence: every
-    item became unreadable (a folder deleted mid-run, a network mount gone) or this input
-    pipeline's share holds no image, and skipping on would wait for an image forever.
+    Undecodable images are dropped and counted (a gap in the positions of the survivors); a label
+    travels in the same element as its image, so it is dropped with it. A pass end that follows a
+    whole pass without one image fails with a PIPELINE_ERROR sentence: every item became unreadable
+    (a folder deleted mid-run, a network mount gone) or this input pipeline's share holds no image,
+    and skipping on would wait for an image forever.
     """
     res, ch = cfg.resolution, cfg.channels
     blank = tf.zeros([res, res, ch], tf.uint8)
 
-    def decode(i: tf.Tensor, record: tf.Tensor, end: tf.Tensor):
+    def decode(i: tf.Tensor, record: tf.Tensor, end: tf.Tensor, *label: tf.Tensor):
         image = tf.cond(end, lambda: blank, lambda: decode_and_fit(record, cfg.crop, res, ch))
-        return i, image, end
+        return i, image, end, *label
 
     ds = records.enumerate().map(lambda i, el: decode(i, *el), num_parallel_calls=AUTOTUNE)
     ds = ds.ignore_errors()  # A corrupt image is skipped and counted, not fatal.
@@ -74,7 +77,7 @@ def decode_counted(
 
     def count(state, element):
         last, pending, images, ends = state  # last position seen, skips not yet reported
-        i, image, end = element
+        i, image, end, *label = element
         empty_pass = tf.logical_and(end, tf.logical_and(ends > 0, tf.equal(images, 0)))
         check = tf.debugging.Assert(tf.logical_not(empty_pass), [message])
         gap = pending + i - last - 1
@@ -85,19 +88,24 @@ def decode_counted(
                 tf.where(end, tf.constant(0, tf.int64), images + 1),
                 ends + tf.cast(end, tf.int64),
             )
-        return state, (image, tf.where(end, tf.constant(0, tf.int64), gap), end)
+        return state, (image, tf.where(end, tf.constant(0, tf.int64), gap), end, *label)
 
     zero = tf.constant(0, tf.int64)
     # A resumed run may start inside a pass: the first pass end is then checked only if its pass was whole.
     ends = tf.constant(int(whole_first_pass), tf.int64)
     ds = ds.scan((tf.constant(-1, tf.int64), zero, zero, ends), count)
-    images_only = lambda image, gap, end: tf.logical_not(end)  # noqa: E731
-    drop_end = lambda image, gap, end: (image, gap)  # noqa: E731
+    images_only = lambda image, gap, end, *label: tf.logical_not(end)  # noqa: E731
+    drop_end = lambda image, gap, end, *label: (image, gap, *label)  # noqa: E731
     return ds.filter(images_only).map(drop_end)
 
 
-def _count_and_scale(counter: SkipCounter, images: tf.Tensor, gaps: tf.Tensor) -> tf.Tensor:
-    """Adds a batch's skipped images to `counter` (one Python call, only when there are some); scales."""
+def _count_and_scale(
+    counter: SkipCounter, images: tf.Tensor, gaps: tf.Tensor, *labels: tf.Tensor
+) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
+    """Adds a batch's skipped images to `counter` (one Python call, only when there are some); scales.
+
+    Returns the [-1, 1] images, or (images, int32 labels) for a labelled batch.
+    """
     skipped = tf.reduce_sum(gaps)
 
     def record() -> tf.Tensor:
@@ -105,7 +113,8 @@ def _count_and_scale(counter: SkipCounter, images: tf.Tensor, gaps: tf.Tensor) -
 
     done = tf.cond(skipped > 0, record, lambda: skipped)
     with tf.control_dependencies([done]):
-        return to_unit_range(images)
+        images = to_unit_range(images)
+    return (images, tf.cast(labels[0], tf.int32)) if labels else images
 
 
 def make_dataset(
@@ -126,6 +135,9 @@ def make_dataset(
       start_step: global steps already trained; their batches are skipped (before decoding) so a
         resumed run sees exactly the data an uninterrupted run would.
       repeat: False for one pass in the source's order (evaluation, prepare), True for training.
+
+    Raises:
+      DataError: --conditional, and the source has no labels (or not --num_classes of them).
     """
     num_pipelines = input_context.num_input_pipelines if input_context else 1
     pipeline_id = input_context.input_pipeline_id if input_context else 0
@@ -137,8 +149,10 @@ def make_dataset(
     per_replica_batch = cfg.batch_size // replicas
     per_pipeline_batch = cfg.batch_size // num_pipelines
 
-    # Keys (or still encoded records): shard, shuffle, repeat, skip.
-    keys = source.key_dataset(repeat, cfg.seed, num_pipelines, pipeline_id)
+    # Keys (or still encoded records), each with its label for a conditional run: shard, shuffle, repeat,
+    # skip. A label rides with its key from here on, so shuffles, skips and dropped images keep pairs whole.
+    check_labelled(cfg, source)
+    keys = source.key_dataset(repeat, cfg.seed, num_pipelines, pipeline_id, labelled=cfg.conditional)
     buffer = cfg.shuffle_buffer if source.shuffle_cap is None else min(cfg.shuffle_buffer, source.shuffle_cap)
     per_pass = source.pass_share(num_pipelines, pipeline_id)
     skip = start_step * per_pipeline_batch
@@ -147,24 +161,22 @@ def make_dataset(
         keys = keys.shuffle(buffer, seed=cfg.seed, reshuffle_each_iteration=True)
         if source.decoded:
             # Each pass ends with a marker (skipped with the keys), so a pass without one image is noticed.
-            keys = _with_pass_ends(keys)
+            keys = _with_pass_ends(keys, cfg.conditional)
             skip += skip // max(1, per_pass)
         elif not source.repeats_itself:
             keys = keys.repeat()
         keys = keys.skip(skip)
     elif source.decoded:
-        keys = keys.map(lambda key: (key, tf.constant(False)))
+        keys = keys.map(lambda key, *label: (key, tf.constant(False), *label))
 
     # Fetch and decode.
-    if source.decoded and cfg.conditional:
-        raise DataError(f'--conditional does not read labels from {source.kind} sources yet.')
     if source.decoded:
         whole = skip % (per_pass + 1) == 0  # The first pass end follows a whole pass.
         records = source.fetch_marked(keys)
         ds = decode_counted(cfg, source, records, per_pass, whole).batch(
             per_replica_batch, drop_remainder=True
         )
-        ds = ds.map(lambda x, gaps: _count_and_scale(source.skipped, x, gaps), num_parallel_calls=AUTOTUNE)
+        ds = ds.map(lambda *el: _count_and_scale(source.skipped, *el), num_parallel_calls=AUTOTUNE)
     else:
         ds = source.batches(cfg, keys, per_replica_batch)
     options = tf.data.Options()

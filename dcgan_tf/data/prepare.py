@@ -3,8 +3,9 @@
 Training then reads `--dataset=tfrecord:<out_dir>` without decoding a JPEG again: parsing raw pixels
 in whole batches is fast enough that a GPU, not the input, sets the pace. Shards hold contiguous
 ranges of the source in its order and are written in parallel; manifest.json records each shard's
-count, byte length and SHA-256, the resolution, channels, crop and the source, and is written last,
-so a folder with a manifest is complete (prepared.py's reader checks the shards against it).
+count, byte length and SHA-256, the resolution, channels, crop, the source and its class names (when
+it has labels), and is written last, so a folder with a manifest is complete (prepared.py's reader
+checks the shards against it).
 """
 
 from __future__ import annotations
@@ -103,6 +104,8 @@ def prepare(cfg: Config, out_dir: str, examples_per_shard: int | None = None) ->
             raise data.DataError(f'No image of {source.name} could be decoded; nothing was prepared.')
         entry['seconds'] = round(seconds, 1)
         manifest['splits'][split] = entry
+        if source.class_names is not None:  # Every split of a source names its classes alike.
+            manifest['class_names'] = list(source.class_names)
         logging.info(
             '%s: wrote %d images in %d shards (%d skipped as undecodable) in %.1f s (%.0f images/s).',
             split,

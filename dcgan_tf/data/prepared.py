@@ -2,7 +2,7 @@
 manifest and its checks, and the reader (into memory when it fits --cache_mb, else streamed).
 
 A shard holds tf.Examples of raw uint8 pixels and a label; manifest.json records each shard's count,
-byte length and SHA-256 (format 2; format 1 only counts).
+byte length and SHA-256 (format 2; format 1 only counts), and the class names when the source had labels.
 """
 
 from __future__ import annotations
@@ -46,13 +46,23 @@ class PreparedStream(StreamSource):
     def describe(self) -> str:
         return 'streamed prepared records'
 
-    def key_dataset(self, shuffle: bool, seed: int, num_pipelines: int, pipeline_id: int) -> tf.data.Dataset:
+    def key_dataset(
+        self, shuffle: bool, seed: int, num_pipelines: int, pipeline_id: int, labelled: bool = False
+    ) -> tf.data.Dataset:
+        del labelled  # Each record holds its label: parsed with its image in batches.
         return self.stream_fn(shuffle, seed, num_pipelines, pipeline_id)
 
     def batches(self, cfg: Config, keys: tf.data.Dataset, batch: int) -> tf.data.Dataset:
         # Batch first, then parse and decode_raw whole batches: one op per batch.
         res, ch = cfg.resolution, cfg.channels
         ds = keys.batch(batch, drop_remainder=True)
+        if cfg.conditional:
+
+            def pairs(records: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+                images, labels = parse_prepared(records, res, ch)
+                return to_unit_range(images), tf.cast(labels, tf.int32)
+
+            return ds.map(pairs, num_parallel_calls=AUTOTUNE)
         return ds.map(lambda s: to_unit_range(parse_prepared(s, res, ch)[0]), num_parallel_calls=AUTOTUNE)
 
     def examples(self, cfg: Config, start: int, stop: int) -> tf.data.Dataset:
@@ -131,6 +141,11 @@ def _manifest_problem(manifest: dict) -> str | None:
             return (
                 f'its {name} split says {entry["num_examples"]:,} images but its shards add up to {total:,}'
             )
+    names = manifest.get('class_names')
+    if names is not None and not (
+        isinstance(names, list) and names and all(isinstance(n, str) for n in names)
+    ):
+        return 'class_names that are not a list of names'
     return None
 
 
@@ -281,6 +296,9 @@ def tfrecord_source(cfg: Config, folder: str, split: str) -> Source:
     res, ch = cfg.resolution, cfg.channels
     files = _check_shard_files(folder, entry['shards'], res, ch)
     name = f'tfrecord:{folder} ({split}, from {manifest.get("source", "?")})'
+    # Manifests written before class names were recorded, or of an unlabelled source, have none.
+    class_names = tuple(manifest['class_names']) if manifest.get('class_names') else None
+    hint = '' if class_names else f'its {MANIFEST} names no classes: {_redo(folder)} from a labelled source'
     if size * res * res * ch <= cfg.cache_mb * 2**20:
         # Fits: read once into memory; batches are then gathered by index (fastest, exact resume).
         read = lambda job: _read_shard(folder, *job, res, ch)  # noqa: E731
@@ -288,7 +306,14 @@ def tfrecord_source(cfg: Config, folder: str, split: str) -> Source:
             parts = list(pool.map(read, zip(files, entry['shards'], strict=True)))
         images = np.concatenate([p[0] for p in parts])
         labels = np.concatenate([p[1] for p in parts])
-        return MemorySource(name=name, images=images, labels=labels if (labels >= 0).any() else None)
+        keep_labels = class_names is not None or (labels >= 0).any()
+        return MemorySource(
+            name=name,
+            images=images,
+            labels=labels if keep_labels else None,
+            class_names=class_names,
+            label_hint=hint,
+        )
     counts = [shard['num_examples'] for shard in entry['shards']]
     counted = lambda path, expected: _counted_shard(folder, path, expected)  # noqa: E731
 
@@ -305,4 +330,6 @@ def tfrecord_source(cfg: Config, folder: str, split: str) -> Source:
             ds = ds.shard(num_pipelines, pipeline_id)
         return ds
 
-    return PreparedStream(name=name, stream_fn=stream_fn, stream_size=size)
+    return PreparedStream(
+        name=name, stream_fn=stream_fn, stream_size=size, class_names=class_names, label_hint=hint
+    )

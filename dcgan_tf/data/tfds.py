@@ -1,5 +1,6 @@
 """tensorflow-datasets image data sets (--dataset=tfds:NAME, lsun/..., celeb_a): a stream of encoded records
-(decoding skipped by tfds and done in the pipeline, after shuffling and skipping)."""
+(decoding skipped by tfds and done in the pipeline, after shuffling and skipping), labelled where the
+builder has a ClassLabel feature named 'label'."""
 
 from __future__ import annotations
 
@@ -49,7 +50,9 @@ def tfds_source(cfg: Config, name: str, split: str) -> StreamSource:
             builder.download_and_prepare(download_config=config)
         image_key = find_image_feature(builder.info.features)
         tfds_split = _tfds_split(builder, split, cfg.eval_holdout)
-        has_label = isinstance(dict(builder.info.features.items()).get('label'), tfds.features.ClassLabel)
+        label_feature = dict(builder.info.features.items()).get('label')
+        has_label = isinstance(label_feature, tfds.features.ClassLabel)
+        class_names = tuple(label_feature.names) if has_label else None
 
         takes = _file_takes(builder, tfds_split)
 
@@ -95,7 +98,12 @@ def tfds_source(cfg: Config, name: str, split: str) -> StreamSource:
         return len(range(pipeline_id, size, num_pipelines))
 
     return StreamSource(
-        name=f'tfds:{name}[{tfds_split}]', stream_fn=stream_fn, stream_size=size, share_fn=share
+        name=f'tfds:{name}[{tfds_split}]',
+        stream_fn=stream_fn,
+        stream_size=size,
+        share_fn=share,
+        class_names=class_names,
+        label_hint='' if has_label else 'its features have no ClassLabel named label',
     )
 
 
