@@ -232,7 +232,7 @@ def test_mode_collapse_warning_in_log_and_tensorboard(tmp_path, monkeypatch, cap
     rng = np.random.default_rng(0)
     varied = rng.uniform(-1, 1, size=(8, 16, 16, 1)).astype(np.float32)
 
-    def generate(self, z):
+    def generate(self, z, classes=None, ema=False):
         return varied if int(self.step) < 6 else np.repeat(varied[:1], len(z), axis=0)
 
     monkeypatch.setattr(train.Trainer, 'generate', generate)
