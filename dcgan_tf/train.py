@@ -176,6 +176,9 @@ class _Window:
 def _log(trainer: Trainer, window: _Window, writer, step: int, metrics_log, progress: Progress) -> None:
     """train/* and data/skipped_images to TensorBoard, metrics.jsonl and the console; a new window."""
     logged = window.result(trainer.cfg.batch_size)
+    # The rates of the latest update: with --lr_decay they fall over the run, and a rollback halves them.
+    logged['g_lr'] = float(trainer.g_optimizer.learning_rate)
+    logged['d_lr'] = float(trainer.d_optimizer.learning_rate)
     with writer.as_default(step=step):
         for k, v in logged.items():
             tf.summary.scalar(f'train/{k}', v)
