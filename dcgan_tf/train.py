@@ -81,8 +81,8 @@ def _roll_back_or_raise(
             step + num_steps,
             latest,
             int(trainer.step),
-            float(trainer.g_optimizer.learning_rate),
-            float(trainer.d_optimizer.learning_rate),
+            float(trainer.g_optimizer.learning_rate.numpy()),
+            float(trainer.d_optimizer.learning_rate.numpy()),
             rollbacks + 1,
             cfg.max_rollbacks,
         )
@@ -177,8 +177,9 @@ def _log(trainer: Trainer, window: _Window, writer, step: int, metrics_log, prog
     """train/* and data/skipped_images to TensorBoard, metrics.jsonl and the console; a new window."""
     logged = window.result(trainer.cfg.batch_size)
     # The rates of the latest update: with --lr_decay they fall over the run, and a rollback halves them.
-    logged['g_lr'] = float(trainer.g_optimizer.learning_rate)
-    logged['d_lr'] = float(trainer.d_optimizer.learning_rate)
+    # (.numpy(): float() refuses a MirroredVariable.)
+    logged['g_lr'] = float(trainer.g_optimizer.learning_rate.numpy())
+    logged['d_lr'] = float(trainer.d_optimizer.learning_rate.numpy())
     with writer.as_default(step=step):
         for k, v in logged.items():
             tf.summary.scalar(f'train/{k}', v)

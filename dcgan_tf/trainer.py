@@ -227,9 +227,9 @@ class Trainer:
         """Restores one checkpoint; raises (workdir.restore_newest tells the reasons apart) if it cannot."""
         status = tf.train.Checkpoint(**self._parts).restore(prefix).assert_existing_objects_matched()
         status.expect_partial()  # Values of parts this run lacks (an EMA with --ema_decay=0) are fine.
-        if any(name.startswith('peak_rates/') for name, _ in tf.train.list_variables(prefix)):
-            tf.train.Checkpoint(peak_rates=self.peak_rates).restore(prefix).expect_partial()
-        else:
+        try:
+            tf.train.Checkpoint(peak_rates=self.peak_rates).restore(prefix).assert_existing_objects_matched()
+        except AssertionError:
             # Written before --lr_decay existed: the rates were constant, so the ones in force are the peaks.
             for name, optimizer in self._optimizers().items():
                 self.peak_rates[name].assign(optimizer.learning_rate)
