@@ -200,6 +200,17 @@ class Config:
         0.5, 'Adam beta_1 (the paper lowers it from 0.9 for stability).', bound=Bound(0, 1, high_open=True)
     )
     beta_2: float = _field(0.999, 'Adam beta_2.', bound=Bound(0, 1, high_open=True))
+    lr_decay: str = _field(
+        'none',
+        'Schedule of both learning rates: none (constant) or linear (from --g_lr/--d_lr down to 0 at the '
+        'last step, starting at --lr_decay_start; sharpens the samples of short runs).',
+        ('none', 'linear'),
+    )
+    lr_decay_start: float = _field(
+        0.5,
+        'Share of the training steps after which --lr_decay=linear starts lowering the rates.',
+        bound=Bound(0, 1, high_open=True),
+    )
     update: str = _field(
         'simultaneous',
         'Order of the two updates in a step: simultaneous (D and G gradients from one forward pass, the TF '

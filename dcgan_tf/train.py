@@ -83,8 +83,8 @@ def _roll_back_or_raise(
             step + num_steps,
             latest,
             int(trainer.step),
-            float(trainer.g_optimizer.learning_rate),
-            float(trainer.d_optimizer.learning_rate),
+            float(trainer.g_optimizer.learning_rate.numpy()),
+            float(trainer.d_optimizer.learning_rate.numpy()),
             rollbacks + 1,
             cfg.max_rollbacks,
         )
@@ -183,6 +183,10 @@ class _Window:
 def _log(trainer: Trainer, window: _Window, writer, step: int, metrics_log, progress: Progress) -> None:
     """train/* and data/skipped_images to TensorBoard, metrics.jsonl and the console; a new window."""
     logged = window.result(trainer.cfg.batch_size)
+    # The rates of the latest update: with --lr_decay they fall over the run, and a rollback halves them.
+    # (.numpy(): float() refuses a MirroredVariable.)
+    logged['g_lr'] = float(trainer.g_optimizer.learning_rate.numpy())
+    logged['d_lr'] = float(trainer.d_optimizer.learning_rate.numpy())
     with writer.as_default(step=step):
         for k, v in logged.items():
             tf.summary.scalar(f'train/{k}', v)

@@ -71,6 +71,19 @@ def _average_moving_statistics(context: tf.distribute.ReplicaContext, *models_: 
             var.assign(mean)
 
 
+def lr_factor(cfg: Config, step: tf.Tensor | int, total_steps: int) -> tf.Tensor:
+    """The share of the peak learning rates in force for the update of `step` (counted from 0).
+
+    --lr_decay=linear: 1 until --lr_decay_start of the run, then down in equal steps to 1/(steps left at the
+    start) at the last update, so every update moves the weights and a longer run just decays later.
+    """
+    if cfg.lr_decay == 'none':
+        return tf.constant(1.0)
+    start = round(cfg.lr_decay_start * total_steps)
+    steps_left = tf.cast(total_steps - tf.cast(step, tf.int64), tf.float32)
+    return tf.clip_by_value(steps_left / max(total_steps - start, 1), 0.0, 1.0)
+
+
 def fixed_noise(cfg: Config, num: int) -> tf.Tensor:
     """The same z every time for this seed: the sample grids show one set of images evolving."""
     return tf.random.stateless_normal([num, cfg.z_dim], seed=[cfg.seed, 7919])
@@ -129,7 +142,7 @@ class Trainer:
             cfg.epochs, self.source.num_examples, cfg.batch_size
         )
         self._build_state()
-        self.checkpoint = tf.train.Checkpoint(**self._parts)
+        self.checkpoint = tf.train.Checkpoint(**self._parts, peak_rates=self.peak_rates)
         self.is_chief = distribute.is_chief(self.strategy)
         self.checkpoint_dir = workdir_lib.checkpoint_dir(workdir)
         # Before the manager exists: it reads checkpoints/checkpoint, which a fallback rewrites.
@@ -155,6 +168,13 @@ class Trainer:
         # int(step) works under every strategy and its checkpoint is the same under all of them.
         with tf.device('/cpu:0'):
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
+            # The rates before --lr_decay, halved by a rollback; each optimizer's own rate variable is the
+            # one in force (peak * lr_factor), set before every update, so a resumed run goes on at the
+            # same rate and TensorBoard shows the current one.
+            self.peak_rates = {
+                name: tf.Variable(rate, dtype=tf.float32, trainable=False, name=f'{name}_peak_lr')
+                for name, rate in (('g', cfg.g_lr), ('d', cfg.d_lr))
+            }
         # The precision reaches the models' layers only: Keras' global policy is as it was afterwards.
         with self.strategy.scope(), distribute.dtype_policy(self.precision):
             self.generator = models.build_generator(cfg)
@@ -221,10 +241,26 @@ class Trainer:
 
     # --- state ---
 
+    def _optimizers(self) -> dict[str, keras.optimizers.Optimizer]:
+        return {'g': self.g_optimizer, 'd': self.d_optimizer}
+
     def _restore_from(self, prefix: str) -> None:
         """Restores one checkpoint; raises (workdir.restore_newest tells the reasons apart) if it cannot."""
         status = tf.train.Checkpoint(**self._parts).restore(prefix).assert_existing_objects_matched()
         status.expect_partial()  # Values of parts this run lacks (an EMA with --ema_decay=0) are fine.
+        try:
+            tf.train.Checkpoint(peak_rates=self.peak_rates).restore(prefix).assert_existing_objects_matched()
+        except AssertionError:
+            # Written before --lr_decay existed: the rates were constant, so the ones in force are the peaks.
+            for name, optimizer in self._optimizers().items():
+                self.peak_rates[name].assign(optimizer.learning_rate)
+        self._set_learning_rates()
+
+    def _set_learning_rates(self) -> None:
+        """Each optimizer's rate <- its peak rate * lr_factor of the next update (cross-replica context)."""
+        factor = lr_factor(self.cfg, self.step, self.total_steps)
+        for name, optimizer in self._optimizers().items():
+            optimizer.learning_rate.assign(self.peak_rates[name] * factor)
 
     def restore(self) -> str | None:
         """Restores the newest checkpoint that restores, if any; returns its path.
@@ -250,12 +286,14 @@ class Trainer:
 
     def roll_back(self) -> str:
         """Restores the last good checkpoint with both learning rates halved (--on_nan=rollback)."""
-        # Halve the rates in force now, not the checkpoint's: a second rollback to the same
-        # checkpoint must not undo the first one's halving.
-        rates = [float(o.learning_rate) * 0.5 for o in (self.g_optimizer, self.d_optimizer)]
+        # Halve the peak rates of now, not the checkpoint's: a second rollback to the same
+        # checkpoint must not undo the first one's halving. --lr_decay goes on from the halved peaks.
+        peaks = {name: float(rate) * 0.5 for name, rate in self.peak_rates.items()}
         latest = self.manager.latest_checkpoint
         self._restore_from(latest)
-        self.g_optimizer.learning_rate, self.d_optimizer.learning_rate = rates
+        for name, rate in peaks.items():
+            self.peak_rates[name].assign(rate)
+        self._set_learning_rates()
         self._iterator = None  # Skips again to the restored step: the data order of an unbroken run.
         return latest
 
@@ -368,6 +406,8 @@ class Trainer:
             # Cross-replica context: the checkpointed generator advances once per step, whatever
             # the number of replicas, so its state after N steps is the same under any strategy.
             seed = self.rng.make_seeds(1)[:, 0]
+            if self.cfg.lr_decay != 'none':
+                self._set_learning_rates()
             per_replica = self.strategy.run(self._replica_step_fn, args=(next(iterator), seed))
             # Rebinding (not item assignment) keeps `totals` a loop variable for AutoGraph.
             totals = {

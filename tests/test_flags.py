@@ -162,6 +162,8 @@ def test_good_values_pass(monkeypatch, capsys):
         (['--collapse_threshold=1'], '--collapse_threshold=1'),
         (['--max_rollbacks=1000'], '--max_rollbacks=1000'),
         (['--kernel_size=1'], '--kernel_size=1'),
+        (['--lr_decay=cosine'], '--lr_decay='),
+        (['--lr_decay_start=1'], '--lr_decay_start=1'),
         (['--kernel_size=10'], '--kernel_size=10'),
         # The embedded digits are one split: their floor would be a set measured against itself.
         (['--mode=evaluate', '--eval_source=real'], '--dataset=mnist'),

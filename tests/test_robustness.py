@@ -184,6 +184,29 @@ def test_rollback_restores_halves_the_learning_rates_and_goes_on(tmp_path, monke
     assert float(resumed.g_optimizer.learning_rate) == pytest.approx(2e-4)
 
 
+def test_rollback_halves_the_peak_rates_and_the_decay_goes_on_from_them(tmp_path, monkeypatch):
+    cfg = tiny_config(
+        train_steps=6,
+        checkpoint_every=2,
+        log_every=2,
+        sample_every=100,
+        on_nan='rollback',
+        g_lr=4e-4,
+        lr_decay='linear',
+        lr_decay_start=0.5,
+    )
+    struck = _poison_at(monkeypatch, at_step=3, times=1)
+    trainer = train.train_and_evaluate(cfg, str(tmp_path))
+    assert struck == [3] and int(trainer.step) == 6
+    assert float(trainer.peak_rates['g']) == pytest.approx(2e-4)
+    # The last update (step 5 of 6, decaying from step 3) ran at a third of the halved peak.
+    assert float(trainer.g_optimizer.learning_rate) == pytest.approx(2e-4 / 3)
+    assert float(trainer.d_optimizer.learning_rate) == pytest.approx(cfg.d_lr / 2 / 3)
+    # The halved peaks are part of the checkpoint too.
+    resumed = train.Trainer(cfg.replace(train_steps=7), str(tmp_path))
+    assert float(resumed.peak_rates['g']) == pytest.approx(2e-4)
+
+
 def test_rollbacks_are_limited(tmp_path, monkeypatch):
     cfg = tiny_config(
         train_steps=6, checkpoint_every=2, log_every=2, sample_every=100, on_nan='rollback', max_rollbacks=2

@@ -8,6 +8,7 @@ import tensorflow as tf
 from conftest import tiny_config
 
 from dcgan_tf import train, workdir
+from dcgan_tf import trainer as trainer_lib
 
 
 @pytest.fixture
@@ -86,6 +87,8 @@ def test_workdir_outputs(tmp_path):
         'train/d_acc_real',
         'train/d_acc_fake',
         'train/images_per_second',
+        'train/g_lr',
+        'train/d_lr',
         'samples/fixed_z',
     } <= tags
 
@@ -136,6 +139,57 @@ def test_ema_warmup_of_2_is_the_plain_mean_of_the_steps(tmp_path):
     for i, ema in enumerate(trainer.ema_generator.trainable_variables):
         expected = (2 * history[0][i] + sum(h[i] for h in history[1:])) / 5
         np.testing.assert_allclose(ema.numpy(), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_linear_lr_decay_sets_the_rate_of_each_update_and_logs_it(tmp_path):
+    # 8 steps decaying from the middle: updates 0-4 at the peak, then 3/4, 2/4, 1/4 of it.
+    cfg = tiny_config(
+        train_steps=8,
+        lr_decay='linear',
+        lr_decay_start=0.5,
+        g_lr=4e-4,
+        d_lr=2e-4,
+        log_every=2,
+        sample_every=100,
+    )
+    assert [float(trainer_lib.lr_factor(cfg, step, 8)) for step in range(8)] == [
+        1,
+        1,
+        1,
+        1,
+        1,
+        0.75,
+        0.5,
+        0.25,
+    ]
+    assert float(trainer_lib.lr_factor(cfg.replace(lr_decay='none'), 7, 8)) == 1.0
+    trainer = train.train_and_evaluate(cfg, str(tmp_path))
+    # Each log shows the rates of the step's last update (update step - 1).
+    logged = [(h['step'], h['g_lr'], h['d_lr']) for h in workdir.read_metrics(str(tmp_path))]
+    expected = [(2, 4e-4, 2e-4), (4, 4e-4, 2e-4), (6, 3e-4, 1.5e-4), (8, 1e-4, 5e-5)]
+    for (step, g_lr, d_lr), (want_step, want_g, want_d) in zip(logged, expected, strict=True):
+        assert step == want_step
+        assert g_lr == pytest.approx(want_g) and d_lr == pytest.approx(want_d)
+    assert float(trainer.g_optimizer.learning_rate) == pytest.approx(1e-4)
+    assert _scalars(tmp_path / 'tensorboard' / 'train', 'train/g_lr') == pytest.approx(
+        [4e-4, 4e-4, 3e-4, 1e-4]
+    )
+
+
+def test_resume_mid_decay_goes_on_at_the_same_rates(tmp_path, deterministic):
+    cfg = tiny_config(train_steps=8, lr_decay='linear', lr_decay_start=0.25, sample_every=100)
+    straight = train.Trainer(cfg, str(tmp_path / 'straight'))
+    straight.train_steps(8)
+    first = train.Trainer(cfg, str(tmp_path / 'resumed'))
+    first.train_steps(5)
+    first.save()
+    resumed = train.Trainer(cfg, str(tmp_path / 'resumed'))
+    # The rate of the next update, from the restored step: peak * (8 - 5) / (8 - 2).
+    assert float(resumed.g_optimizer.learning_rate) == pytest.approx(cfg.g_lr / 2)
+    resumed.train_steps(3)
+    assert float(resumed.d_optimizer.learning_rate) == pytest.approx(cfg.d_lr / 6)
+    for a, b in zip(_weights(straight), _weights(resumed), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_epochs_set_the_length(tmp_path):
