@@ -246,8 +246,11 @@ def bench_step(cfg: Config) -> list[dict[str, Any]]:
       `speedup_vs_baseline` / `speedup_vs_baseline_xla` (ratios of the medians). Every report carries
       the model's training FLOPs per image and the arithmetic throughput they imply.
     """
-    if cfg.conditional and (cfg.bench_baseline or cfg.bench_xla_baseline):
-        raise ConfigError('The baseline steps of --bench_baseline / --bench_xla_baseline are unconditional.')
+    if (cfg.conditional or cfg.info_code) and (cfg.bench_baseline or cfg.bench_xla_baseline):
+        raise ConfigError(
+            'The baseline steps of --bench_baseline / --bench_xla_baseline are the plain DCGAN step: '
+            'unconditional, without --info_code.'
+        )
     source = _in_memory_source(cfg)
     cfg = data.resolve_classes(cfg, source)
     workdir = tempfile.mkdtemp(prefix='dcgan_bench_')

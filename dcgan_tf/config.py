@@ -54,6 +54,7 @@ MODEL_FLAGS = (
     'conditional',
     'num_classes',
     'conditional_d',
+    'info_code',
 )
 # Flags that act on a folder or pick a tool rather than define the training, so a workdir's config.cfg
 # leaves them out: re-running it must never delete the run (--overwrite), switch to another mode, or
@@ -176,6 +177,18 @@ class Config:
         "How a --conditional D reads the class: projection (an embedding of the class dotted with D's "
         "last features, Miyato & Koyama 2018) or concat (one-hot maps beside the image, the paper's code).",
         ('projection', 'concat'),
+    )
+    info_code: int = _field(
+        0,
+        "InfoGAN's categorical code (Chen et al. 2016), unsupervised: the index of the largest of z's first "
+        'N entries is a code that D learns to read back from the image and G is rewarded for showing, so '
+        'the samples sort into N distinct kinds (0: off).',
+        bound=Bound(0, 1000),
+    )
+    info_weight: float = _field(
+        1.0,
+        "Weight of --info_code's loss (the code's cross-entropy from D's reading) in both models' losses.",
+        bound=Bound(0, 1e3, low_open=True),
     )
     # --- optimisation ---
     augment: str = _field(

@@ -227,12 +227,15 @@ def make_metadata(
     """The facts a SavedModel user needs, as JSON-able values (`flags`: the run's flagfile text).
 
     A conditional generator's also say how many classes it draws and their names, in label order
-    (`class_names`; numbers where the run recorded none).
+    (`class_names`; numbers where the run recorded none); an --info_code generator's, its number of codes.
     """
     conditional = {}
     if cfg.conditional:
         names = list(class_names) if class_names else [str(i) for i in range(cfg.num_classes)]
         conditional = {'num_classes': cfg.num_classes, 'class_names': names}
+    if cfg.info_code:
+        # Which kind a z draws: the index of the largest of its first info_code entries.
+        conditional = {'info_code': cfg.info_code}
     return {
         'z_dim': cfg.z_dim,
         'z_distribution': Z_DISTRIBUTION,

@@ -16,7 +16,7 @@ from keras import layers
 
 from dcgan_tf import distribute
 from dcgan_tf.config import Config
-from dcgan_tf.layers import dropout, fast_conv, leaky_relu
+from dcgan_tf.layers import dropout, fast_conv, latent_code, leaky_relu
 from dcgan_tf.layers.fused_bn import FusedBatchNormalization
 
 
@@ -139,6 +139,9 @@ def _dcgan_generator(cfg: Config, input_dim: int, name: str) -> keras.Sequential
     seed = cfg.seed * 1000
     model = keras.Sequential(name=name)
     model.add(keras.Input(shape=(input_dim,), name='z'))
+    if cfg.info_code:
+        # float32, so the code is z's argmax as the trainer computes it, never a bfloat16 tie.
+        model.add(latent_code.CategoricalCode(cfg.info_code, dtype='float32', name='info_code'))
     # "Project and reshape": the one matrix multiply the paper allows before the convolutions.
     # No bias before BatchNorm: its shift makes one redundant.
     model.add(
@@ -167,7 +170,8 @@ def _dcgan_generator(cfg: Config, input_dim: int, name: str) -> keras.Sequential
 
 
 def build_discriminator(cfg: Config) -> keras.Model:
-    """images [B, H, W, C] in [-1, 1] -> one float32 logit per image [B, 1].
+    """images [B, H, W, C] in [-1, 1] -> one float32 logit per image [B, 1] (with --info_code, the logit
+    and D's reading of the code, [B, 1 + N]: losses.split_info).
 
     --conditional: [images, class vector [B, --num_classes]] -> logit. `projection` adds the dot product
     of a learned embedding of the class with D's last features to the logit (Miyato & Koyama 2018);
@@ -179,7 +183,7 @@ def build_discriminator(cfg: Config) -> keras.Model:
     seed = cfg.seed * 1000 + 500
     if not cfg.conditional:
         model = _dcgan_discriminator_body(cfg, cfg.channels, 'discriminator')
-        model.add(_logit(seed, num_upsamplings(cfg.resolution)))
+        model.add(_logit(seed, num_upsamplings(cfg.resolution), 1 + cfg.info_code))
         return model
     res = cfg.resolution
     images = keras.Input(shape=(res, res, cfg.channels), name='image')
@@ -207,8 +211,8 @@ def build_discriminator(cfg: Config) -> keras.Model:
     return keras.Model([images, classes], logit, name='discriminator')
 
 
-def _logit(seed: int, n: int) -> layers.Layer:
-    return layers.Dense(1, kernel_initializer=_weights_init(seed + 2 * n), dtype='float32', name='logit')
+def _logit(seed: int, n: int, units: int = 1) -> layers.Layer:
+    return layers.Dense(units, kernel_initializer=_weights_init(seed + 2 * n), dtype='float32', name='logit')
 
 
 def _dcgan_discriminator_body(cfg: Config, input_channels: int, name: str) -> keras.Sequential:

@@ -44,6 +44,7 @@ class CompiledReplicaStep:
       global_batch: the global batch size, which each replica's loss is divided by.
       alternating: the paper's update (D first, then G scored by the updated D) instead of both at once.
       augment: (images, seed) -> what D sees of them (the identity without augmentation).
+      info: (--info_code, --info_weight): the categorical code D reads back from the fakes, if any.
     """
 
     def __init__(
@@ -55,12 +56,14 @@ class CompiledReplicaStep:
         global_batch: int,
         alternating: bool,
         augment: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
+        info: tuple[int, float] = (0, 0.0),
     ):
         self.generator, self.discriminator = generator, discriminator
         self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
         self.global_batch = global_batch
         self.alternating = alternating
         self.augment = augment
+        self.info = info
         compiled = lambda fn: tf.function(fn, jit_compile=True, reduce_retracing=True)  # noqa: E731
         self._both_grads: Callable = compiled(self._both_gradients)
         self._d_grads: Callable = compiled(self._d_gradients)
@@ -69,10 +72,12 @@ class CompiledReplicaStep:
     def _average(self, per_example: tf.Tensor) -> tf.Tensor:
         return tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch)
 
-    def _d_call(self, d_tv, d_ntv, images, seed, classes):
+    def _d_call(self, d_tv, d_ntv, images, seed, classes, z):
+        """(logits, the per-example --info_code loss or 0, D's new non-trainable values)."""
         images = self.augment(images, seed)
         inputs = images if classes is None else [images, classes]
-        return self.discriminator.stateless_call(d_tv, d_ntv, inputs, training=True)
+        outputs, d_ntv = self.discriminator.stateless_call(d_tv, d_ntv, inputs, training=True)
+        return *losses.split_info(outputs, z, *self.info), d_ntv
 
     def _g_call(self, g_tv, g_ntv, z, classes):
         inputs = z if classes is None else [z, classes]
@@ -81,19 +86,19 @@ class CompiledReplicaStep:
     def _forward(self, g_tv, g_ntv, d_tv, d_ntv, real, z, seeds, classes, fake_for_d=None):
         fake, g_ntv = self._g_call(g_tv, g_ntv, z, classes)
         # Separate D calls for real and fake, as in the uncompiled step.
-        real_logits, d_ntv = self._d_call(d_tv, d_ntv, real, seeds[0], classes)
+        real_logits, _, d_ntv = self._d_call(d_tv, d_ntv, real, seeds[0], classes, z)
         fake_in = fake if fake_for_d is None else fake_for_d(fake)
-        fake_logits, d_ntv = self._d_call(d_tv, d_ntv, fake_in, seeds[1], classes)
-        d_loss = self._average(losses.discriminator_loss(real_logits, fake_logits))
-        return real_logits, fake_logits, d_loss, g_ntv, d_ntv
+        fake_logits, info, d_ntv = self._d_call(d_tv, d_ntv, fake_in, seeds[1], classes, z)
+        d_loss = self._average(losses.discriminator_loss(real_logits, fake_logits) + info)
+        return real_logits, fake_logits, info, d_loss, g_ntv, d_ntv
 
     def _both_gradients(self, g_tv, g_ntv, d_tv, d_ntv, real, z, seeds, classes, d_scale, g_scale):
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(g_tv + d_tv)
-            real_logits, fake_logits, d_loss, g_ntv, d_ntv = self._forward(
+            real_logits, fake_logits, info, d_loss, g_ntv, d_ntv = self._forward(
                 g_tv, g_ntv, d_tv, d_ntv, real, z, seeds, classes
             )
-            g_loss = self._average(losses.generator_loss(fake_logits))
+            g_loss = self._average(losses.generator_loss(fake_logits) + info)
             d_scaled, g_scaled = d_loss * d_scale, g_loss * g_scale
         d_grads = tape.gradient(d_scaled, d_tv)
         g_grads = tape.gradient(g_scaled, g_tv)
@@ -102,7 +107,7 @@ class CompiledReplicaStep:
     def _d_gradients(self, g_tv, g_ntv, d_tv, d_ntv, real, z, seeds, classes, d_scale):
         with tf.GradientTape() as tape:
             tape.watch(d_tv)
-            real_logits, fake_logits, d_loss, g_ntv, d_ntv = self._forward(
+            real_logits, fake_logits, _, d_loss, g_ntv, d_ntv = self._forward(
                 g_tv, g_ntv, d_tv, d_ntv, real, z, seeds, classes, fake_for_d=tf.stop_gradient
             )
             d_scaled = d_loss * d_scale
@@ -114,8 +119,8 @@ class CompiledReplicaStep:
         with tf.GradientTape() as tape:
             tape.watch(g_tv)
             fake, _ = self._g_call(g_tv, g_ntv, z, classes)
-            g_logits, d_ntv = self._d_call(d_tv, d_ntv, fake, seed, classes)
-            g_loss = self._average(losses.generator_loss(g_logits))
+            g_logits, info, d_ntv = self._d_call(d_tv, d_ntv, fake, seed, classes, z)
+            g_loss = self._average(losses.generator_loss(g_logits) + info)
             g_scaled = g_loss * g_scale
         return tape.gradient(g_scaled, g_tv), d_ntv, g_loss
 

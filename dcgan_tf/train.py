@@ -20,7 +20,7 @@ from dcgan_tf import workdir as workdir_lib
 from dcgan_tf.config import Config, ConfigError, to_flagfile, validate
 from dcgan_tf.progress import Progress
 from dcgan_tf.quality import evaluate
-from dcgan_tf.trainer import METRIC_KEYS, Trainer, fixed_inputs, fixed_noise
+from dcgan_tf.trainer import METRIC_KEYS, Trainer, fixed_inputs, fixed_noise, grid_rows
 from dcgan_tf.workdir import lock as workdir_lock
 
 __all__ = ['METRIC_KEYS', 'ConfigError', 'Trainer', 'final_metrics', 'fixed_noise', 'train_and_evaluate']
@@ -31,7 +31,7 @@ __all__ = ['METRIC_KEYS', 'ConfigError', 'Trainer', 'final_metrics', 'fixed_nois
 
 def _write_sample_grid(trainer: Trainer, grid_inputs: tuple, writer) -> np.ndarray:
     step = int(trainer.step)
-    rows = trainer.cfg.num_classes if trainer.cfg.conditional else None  # One row per class.
+    rows = grid_rows(trainer.cfg)  # One row per class or code.
     path = workdir_lib.sample_grid_path(trainer.workdir, step)
     grid = images.save_grid(path, trainer.generate(*grid_inputs), rows)
     with writer.as_default(step=step):

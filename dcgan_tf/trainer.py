@@ -19,6 +19,7 @@ from dcgan_tf import augment as augment_lib
 from dcgan_tf import data, distribute, losses, models, replica_xla
 from dcgan_tf import workdir as workdir_lib
 from dcgan_tf.config import Config, ConfigError, parse_augment_policy
+from dcgan_tf.layers import latent_code
 from dcgan_tf.workdir import checkpoints as workdir_checkpoints
 
 # d_real/d_fake: D's mean probability on real and fake images; d_acc_*: the share it classifies right
@@ -98,14 +99,23 @@ def fixed_inputs(cfg: Config, num: int) -> tuple[tf.Tensor, tf.Tensor | None]:
     """(z, one-hot classes or None) of the sample grids.
 
     A conditional grid has one row per class, every row the same z's: a column keeps its style and a
-    row its class.
+    row its class. An --info_code grid has one row per code, the same z's with their first entries
+    reordered to carry it.
     """
-    if not cfg.conditional:
+    rows = grid_rows(cfg)
+    if rows is None:
         return fixed_noise(cfg, num), None
     columns = grid_columns(num)
-    z = tf.tile(fixed_noise(cfg, columns), [cfg.num_classes, 1])
-    labels = tf.repeat(tf.range(cfg.num_classes), columns)
+    z = tf.tile(fixed_noise(cfg, columns), [rows, 1])
+    labels = tf.repeat(tf.range(rows), columns)
+    if not cfg.conditional:
+        return latent_code.with_codes(z, labels, cfg.info_code), None
     return z, tf.one_hot(labels, cfg.num_classes)
+
+
+def grid_rows(cfg: Config) -> int | None:
+    """Rows of the sample grids: one per class or code (None: a square of fixed z's)."""
+    return cfg.num_classes if cfg.conditional else cfg.info_code or None
 
 
 class Trainer:
@@ -235,6 +245,7 @@ class Trainer:
                 cfg.batch_size,
                 alternating=cfg.update == 'alternating',
                 augment=self.augment,
+                info=(cfg.info_code, cfg.info_weight),
             )
         train_fn = self._train_steps if cfg.run_eagerly else tf.function(self._train_steps)
         return replica_step, train_fn
@@ -361,16 +372,22 @@ class Trainer:
 
         global_batch = self.cfg.batch_size
         alternating = self.cfg.update == 'alternating'
+
+        def discriminate(images: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            # (logits, the per-example --info_code loss, which only a fake's means anything).
+            outputs = self.discriminator(d_input(images, seed), training=True)
+            return losses.split_info(outputs, z, self.cfg.info_code, self.cfg.info_weight)
+
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             fake = self.generator(z if classes is None else [z, classes], training=True)
             # Separate D calls for real and fake: each BatchNorm call sees one kind only,
             # as in the paper's code (mixing them lets D tell them apart by batch statistics).
-            real_logits = self.discriminator(d_input(real, augment_seeds[0]), training=True)
+            real_logits, _ = discriminate(real, augment_seeds[0])
             # Alternating: D's tape need not reach into G (its gradient comes from a second D call).
             d_fake = tf.stop_gradient(fake) if alternating else fake
-            fake_logits = self.discriminator(d_input(d_fake, augment_seeds[1]), training=True)
+            fake_logits, d_info = discriminate(d_fake, augment_seeds[1])
             d_loss = tf.nn.compute_average_loss(
-                losses.discriminator_loss(real_logits, fake_logits), global_batch_size=global_batch
+                losses.discriminator_loss(real_logits, fake_logits) + d_info, global_batch_size=global_batch
             )
             d_loss_scaled = self._scale(self.d_optimizer, d_loss)
             d_vars = self.discriminator.trainable_variables
@@ -378,11 +395,11 @@ class Trainer:
                 # The paper's Algorithm 1 (and pytorch/examples): D steps first, then G is scored by the
                 # updated D on the same fakes; one more D forward pass per step.
                 self.d_optimizer.apply(d_tape.gradient(d_loss_scaled, d_vars), d_vars)
-                g_logits = self.discriminator(d_input(fake, augment_seeds[2]), training=True)
+                g_logits, g_info = discriminate(fake, augment_seeds[2])
             else:
-                g_logits = fake_logits
+                g_logits, g_info = fake_logits, d_info
             g_loss = tf.nn.compute_average_loss(
-                losses.generator_loss(g_logits), global_batch_size=global_batch
+                losses.generator_loss(g_logits) + g_info, global_batch_size=global_batch
             )
             g_loss_scaled = self._scale(self.g_optimizer, g_loss)
         g_vars = self.generator.trainable_variables

@@ -41,6 +41,17 @@ def validate_model_flags(cfg: Config) -> None:
         not (cfg.conditional and cfg.arch == 'tutorial'),
         '--conditional builds a class-conditional dcgan pair; it does not apply to --arch=tutorial.',
     )
+    if cfg.info_code:
+        require(
+            cfg.arch == 'dcgan' and not cfg.conditional,
+            '--info_code is an unsupervised code of the unconditional dcgan pair; it does not combine with '
+            '--arch=tutorial or --conditional.',
+        )
+        require(
+            1 < cfg.info_code <= cfg.z_dim,
+            f"--info_code={cfg.info_code} reads the code off z's first entries: use 2 to --z_dim "
+            f'({cfg.z_dim}), or 0 for none.',
+        )
     require(
         cfg.arch != 'tutorial' or (cfg.resolution == 28 and cfg.channels == 1),
         f"--arch=tutorial is the TF tutorial's MNIST pair: it needs --resolution=28 and "

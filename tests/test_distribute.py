@@ -142,11 +142,13 @@ def test_a_device_this_host_lacks_is_one_sentence():
         distribute.create_strategy(tiny_config(strategy='mirrored', devices='CPU:0,GPU:3'))
 
 
-@pytest.mark.parametrize('update, augment', [('simultaneous', 'none'), ('alternating', 'diffaugment')])
-def test_xla_per_replica_trains_like_the_uncompiled_step(tmp_path, two_replicas, update, augment):
+@pytest.mark.parametrize(
+    'update, augment, info_code', [('simultaneous', 'none', 4), ('alternating', 'diffaugment', 0)]
+)
+def test_xla_per_replica_trains_like_the_uncompiled_step(tmp_path, two_replicas, update, augment, info_code):
     # Several replicas: XLA compiles each replica's gradients (a compiled strategy.run step would read
     # the other replica's variables); the updates, all-reduce and statistics stay outside.
-    cfg = _cfg(train_steps=3, update=update, augment=augment)
+    cfg = _cfg(train_steps=3, update=update, augment=augment, info_code=info_code)
     plain = _two(cfg.replace(jit_compile='false'), tmp_path / 'plain', two_replicas)
     xla = _two(cfg.replace(jit_compile='true'), tmp_path / 'xla', two_replicas)
     assert xla.use_jit and xla._compiled_updates is not None and plain._compiled_updates is None
