@@ -55,7 +55,8 @@ def _main(*flags: str) -> str:
 
 def _train(workdir: str, flags: list[str]) -> dict:
     start = time.perf_counter()
-    _main('--flagfile=configs/demo.cfg', f'--workdir={workdir}', '--overwrite', *flags)
+    # The demo's recipe as these tables measured it: without its categorical code.
+    _main('--flagfile=configs/demo.cfg', '--info_code=0', f'--workdir={workdir}', '--overwrite', *flags)
     wall = time.perf_counter() - start
     with open(os.path.join(workdir, 'metrics.jsonl')) as f:
         rates = [json.loads(line)['images_per_second'] for line in f]

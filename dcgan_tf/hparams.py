@@ -36,6 +36,8 @@ HPARAM_FLAGS = (
     'd_extra_layers',
     'conditional',
     'conditional_d',
+    'info_code',
+    'info_weight',
     'augment',
     'batch_size',
     'g_lr',

@@ -44,8 +44,8 @@ def validate_model_flags(cfg: Config) -> None:
     if cfg.info_code:
         require(
             cfg.arch == 'dcgan' and not cfg.conditional,
-            '--info_code is an unsupervised code of the unconditional dcgan pair; it does not combine with '
-            '--arch=tutorial or --conditional.',
+            '--info_code is an unsupervised code of the unconditional dcgan pair; with --arch=tutorial or '
+            '--conditional add --info_code=0 (configs/demo.cfg sets 10).',
         )
         require(
             1 < cfg.info_code <= cfg.z_dim,

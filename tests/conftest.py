@@ -70,3 +70,16 @@ def brief_mnist_classifier(tmp_path_factory, mnist_dir) -> dict:
         classifier_train_examples=4000,
     )
     return classifier.train_classifier(cfg, str(tmp_path_factory.mktemp('brief_classifier')))
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _fresh_keras_state_per_module():
+    """Frees the models, graphs and name counters a test module leaves behind once it is done: in one
+    long process they pile up, and later modules' tracing and saving slowed down severalfold."""
+    yield
+    import gc
+
+    import keras
+
+    keras.backend.clear_session()
+    gc.collect()

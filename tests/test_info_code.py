@@ -66,8 +66,8 @@ def test_the_generator_sees_the_code_and_d_reads_it_back():
     [
         (dict(info_code=1), '--info_code=1 reads the code off'),
         (dict(info_code=17), r'use 2 to --z_dim \(16\)'),
-        (dict(info_code=4, arch='tutorial', resolution=28), 'does not combine with --arch=tutorial'),
-        (dict(info_code=4, conditional=True, dataset='embedded', resolution=28), 'or --conditional'),
+        (dict(info_code=4, arch='tutorial', resolution=28), 'with --arch=tutorial or --conditional add'),
+        (dict(info_code=4, conditional=True, dataset='embedded', resolution=28), '--info_code=0'),
     ],
 )
 def test_impossible_codes_are_refused(overrides, message):
