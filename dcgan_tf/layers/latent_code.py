@@ -20,8 +20,8 @@ def codes_of(z: tf.Tensor, num_codes: int) -> tf.Tensor:
 
 def with_codes(z: tf.Tensor, codes: tf.Tensor, num_codes: int) -> tf.Tensor:
     """z whose rows carry `codes`: in each row the entry at the code swaps places with the largest of the
-    first `num_codes`, so the row keeps its values, just in another order (and a standard normal z stays
-    one)."""
+    first `num_codes`, so the row keeps its values in another order (a standard normal row becomes one
+    drawn given that code)."""
     head = z[:, :num_codes]
     current = codes_of(z, num_codes)[:, None]
     wanted = tf.cast(codes, tf.int32)[:, None]
