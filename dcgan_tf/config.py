@@ -463,7 +463,9 @@ class Config:
     @classmethod
     def create(cls, **values: Any) -> Config:
         """A validated Config from keyword arguments (for notebooks); ConfigError, one sentence, if bad."""
-        return validate(typed_config(cls(), values, 'Config.create'))
+        cfg = validate(typed_config(cls(), values, 'Config.create'))
+        check_mode_flags(cfg, list(values))
+        return cfg
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
@@ -485,6 +487,7 @@ from dcgan_tf.flagfile_io import (  # noqa: E402
 )
 from dcgan_tf.validation import (  # noqa: E402
     AUGMENT_OPS,
+    check_mode_flags,
     parse_augment_policy,
     parse_crop,
     parse_indices,
@@ -497,6 +500,7 @@ __all__ = [
     'AUGMENT_OPS',
     'Bound',
     'bound_of',
+    'check_mode_flags',
     'Config',
     'ConfigError',
     'config_from_flagfile',

@@ -15,6 +15,7 @@ from typing import Any
 import tensorflow as tf
 from absl import logging
 
+from dcgan_tf import paths
 from dcgan_tf import workdir as workdir_lib
 from dcgan_tf.config import MAX_SAMPLES, Config, ConfigError, to_flagfile
 from dcgan_tf.loading import (  # noqa: F401 - the loader's names, as every tool has called them.
@@ -29,11 +30,12 @@ from dcgan_tf.loading import (  # noqa: F401 - the loader's names, as every tool
     sample_z,
 )
 from dcgan_tf.workdir import checkpoints as workdir_checkpoints
+from dcgan_tf.workdir import ownership
 
 EXPORT_DIR = workdir_lib.EXPORT_DIR
 SERVING_DIR = 'serving'  # <workdir>/serving/<version>/: TF Serving's model_base_path layout.
 Z_DISTRIBUTION = 'normal(0, 1)'  # What the Trainer draws z from (tf.random.Generator.normal).
-METADATA_FILE = 'dcgan_metadata.json'  # Beside the SavedModel in assets.extra/, readable without TF.
+METADATA_FILE = ownership.METADATA_FILE  # Beside the SavedModel in assets.extra/, readable without TF.
 
 
 # --- the exported module ---
@@ -251,15 +253,43 @@ def make_metadata(
 
 
 def _recover_killed_export(path: str) -> None:
-    """Tidies what a process killed mid-export left: its half-written `.tmp<pid>` folder is dropped,
-    and a good export it had moved aside (`.old<pid>`, killed between the two renames) is put back."""
-    for old in sorted(tf.io.gfile.glob(f'{path}.old*')):
-        if not tf.io.gfile.exists(path):
-            tf.io.gfile.rename(old, path)
-        else:
-            tf.io.gfile.rmtree(old)
-    for tmp in tf.io.gfile.glob(f'{path}.tmp*'):
-        tf.io.gfile.rmtree(tmp)
+    """Tidies what a process killed mid-export left: its half-written `.tmp<pid>` folder is dropped, and a
+    good export it had moved aside (`.old<pid>`, killed between the two renames) is put back. Only names
+    of processes that are gone are touched, and an `.old` folder only when it is an export of ours: a
+    user's `saved_model.old` backup stays."""
+    parent = os.path.dirname(path) or '.'
+    base = os.path.basename(path)
+    if not tf.io.gfile.isdir(parent):
+        return
+    names = sorted(n.rstrip('/') for n in tf.io.gfile.listdir(parent) if n.startswith(base + '.'))
+    for name in names:
+        temp = ownership.stale_temp(name, base)
+        if temp is None:
+            continue
+        leftover = os.path.join(parent, name)
+        if temp == 'old' and ownership.is_own_export(leftover):
+            if not tf.io.gfile.exists(path):
+                tf.io.gfile.rename(leftover, path)
+            else:
+                tf.io.gfile.rmtree(leftover)
+        elif temp == 'tmp' and tf.io.gfile.isdir(leftover):
+            tf.io.gfile.rmtree(leftover)
+
+
+def check_target(path: str, target: str) -> None:
+    """ConfigError (one sentence) unless an export may be written to `path`: nothing there, an empty
+    folder, or an export of ours, which it replaces. `target` names the path in the sentence."""
+    if not tf.io.gfile.exists(path):
+        return
+    if not tf.io.gfile.isdir(path):
+        raise ConfigError(f'{target} is a file, not an export folder; give a folder name for the SavedModel.')
+    entries = [os.path.join(path, n.rstrip('/')) for n in sorted(tf.io.gfile.listdir(path))]
+    if entries and not ownership.is_own_export(path):
+        raise ConfigError(
+            f'{target} holds files that are not an export of this program '
+            f'({ownership.describe_foreign(entries)}); an export replaces only an export: give a new or '
+            f'empty folder.'
+        )
 
 
 def save(
@@ -270,8 +300,11 @@ def save(
     ema_generator=None,
     flags: str | None = None,
     class_names: tuple[str, ...] | None = None,
+    target: str | None = None,
 ) -> str:
     """Writes the SavedModel to `path` atomically: into a temporary folder, then renamed over the old one.
+
+    Only an export of this program (or an empty folder) is replaced; anything else at `path` is refused.
 
     Args:
       path: the export folder, e.g. `<workdir>/saved_model`.
@@ -281,26 +314,38 @@ def save(
       ema_generator: the moving-average generator; None exports the raw one as the default too.
       flags: the run's flagfile text to record (default: `cfg` written as one).
       class_names: a conditional generator's class names, in label order.
+      target: how the refusal names `path` (default `--saved_model=<path>`).
 
     Returns:
       `path`.
+
+    Raises:
+      ConfigError: `path` is a file, or a folder holding something other than an export of ours.
     """
+    path = path.rstrip('/') or path
+    target = target or f'--saved_model={path}'
+    if not workdir_lib.is_url(path):
+        _recover_killed_export(path)
+    check_target(path, target)
     metadata = make_metadata(cfg, step, ema_generator is not None, flags, class_names)
     module = _Export(ema_generator if ema_generator is not None else generator, generator, metadata)
-    parent = os.path.dirname(path.rstrip('/')) or '.'
-    tf.io.gfile.makedirs(parent)
+    tf.io.gfile.makedirs(os.path.dirname(path) or '.')
     if workdir_lib.is_url(path):  # No (atomic) folder rename on object stores or ram://: write in place.
         tmp = path
     else:
-        tmp = f'{path.rstrip("/")}.tmp{os.getpid()}'
-        _recover_killed_export(path.rstrip('/'))
-    tf.saved_model.save(module, tmp, signatures=module.signatures())
-    extra = os.path.join(tmp, 'assets.extra')
-    tf.io.gfile.makedirs(extra)
-    with tf.io.gfile.GFile(os.path.join(extra, METADATA_FILE), 'w') as f:
-        f.write(json.dumps(metadata, indent=2) + '\n')
+        tmp = f'{path}.tmp{os.getpid()}'
+    try:
+        tf.saved_model.save(module, tmp, signatures=module.signatures())
+        extra = os.path.join(tmp, 'assets.extra')
+        tf.io.gfile.makedirs(extra)
+        with tf.io.gfile.GFile(os.path.join(extra, METADATA_FILE), 'w') as f:
+            f.write(json.dumps(metadata, indent=2) + '\n')
+    except BaseException:
+        if tmp != path and tf.io.gfile.isdir(tmp):  # This process's half-written folder.
+            tf.io.gfile.rmtree(tmp)
+        raise
     if tmp != path:
-        old = f'{path.rstrip("/")}.old{os.getpid()}'
+        old = f'{path}.old{os.getpid()}'
         if tf.io.gfile.exists(path):
             tf.io.gfile.rename(path, old)
         tf.io.gfile.rename(tmp, path)
@@ -377,13 +422,23 @@ def restore_generators(
     return cfg, built['generator'], built.get('ema_generator'), step
 
 
+def default_target(workdir: str, path: str | None) -> tuple[str, str]:
+    """(the export folder, how a refusal names it): --saved_model when given, else the run's own."""
+    if path:
+        return path, f'--saved_model={path}'
+    path = workdir_lib.export_path(workdir)
+    return path, f'--workdir={workdir}: {path}'
+
+
 def export_from_checkpoint(workdir: str, path: str | None = None) -> str:
     """`--mode=export`: the latest checkpoint of the run in `workdir` -> `<workdir>/saved_model`."""
+    path, target = default_target(workdir, path)
+    check_target(path, target)  # Before the slow restore: a refusal costs nothing.
     cfg, generator, ema_generator, step = restore_generators(workdir)
     # The run's own config.cfg, not the Config rebuilt from it (which fills in today's defaults).
     flags = workdir_lib.read_config_text(workdir)
     classes = workdir_lib.read_class_names(workdir)
-    return save(path or workdir_lib.export_path(workdir), generator, cfg, step, ema_generator, flags, classes)
+    return save(path, generator, cfg, step, ema_generator, flags, classes, target=target)
 
 
 def serving_path(cfg: Config) -> str:
@@ -411,6 +466,8 @@ def run(cfg: Config) -> str:
     if cfg.format != 'saved_model':
         from dcgan_tf import tflite  # noqa: PLC0415
 
+        path = cfg.out or tflite.default_path(cfg.workdir, cfg.format)
+        paths.check_output(path, '--out', os.path.basename(tflite.default_path('', cfg.format)))
         restore = evaluate.restore_best_generators if cfg.export_best else restore_generators
         run_cfg, generator, ema_generator, step = restore(cfg.workdir)
         if run_cfg.conditional:
@@ -418,7 +475,6 @@ def run(cfg: Config) -> str:
                 f'--format={cfg.format} writes a generator of z alone, and {cfg.workdir} holds a conditional '
                 f'one; export it as a SavedModel (--format=saved_model), whose signatures take the label.'
             )
-        path = cfg.out or tflite.default_path(cfg.workdir, cfg.format)
         tflite.export_generators(generator, ema_generator, run_cfg.z_dim, path, cfg.format, cfg.sampler)
         logging.info(
             'Wrote the step-%d generator as %s (%d bytes).', step, path, tf.io.gfile.stat(path).length

@@ -18,7 +18,7 @@ from dcgan_tf.validation import validate, validate_model_flags
 
 def to_flagfile(cfg: Config) -> str:
     """The Config as an absl flagfile that re-runs the same training (`--flagfile=config.cfg`)."""
-    lines = ['# Resolved flags of this run; re-run (or resume) it with --flagfile=<this file>.']
+    lines = [f'{flagfiles.CONFIG_HEADER}; re-run (or resume) it with --flagfile=<this file>.']
     for f in dataclasses.fields(Config):
         if f.name in NOT_RECORDED:
             continue
@@ -100,6 +100,8 @@ def from_flagfile(path: str, **overrides: Any) -> Config:
     except FileNotFoundError:
         names = ', '.join(flagfiles.shipped_names())
         raise ConfigError(f'{path} is neither a flagfile nor a shipped config ({names}).') from None
+    except ConfigError:
+        raise
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise ConfigError(f'{path} cannot be read as a flagfile ({e}).') from None
     return validate(typed_config(config_from_flagfile('\n'.join(lines), path), overrides, 'from_flagfile'))

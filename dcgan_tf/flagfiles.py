@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import os
 
+from dcgan_tf import paths
+from dcgan_tf.bounds import ConfigError
+
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
 _MAX_DEPTH = 10  # Nesting deeper than this is a loop (a config that names itself).
+# The first line of every run's config.cfg (every version's starts so): what proves the file is ours.
+CONFIG_HEADER = '# Resolved flags of this run'
+RUN_CONFIG_NAME = 'config.cfg'
 
 
 def shipped_config(name: str) -> str | None:
@@ -38,6 +44,76 @@ def _flagfile_value(arg: str) -> str | None:
         if arg.startswith(prefix):
             return arg[len(prefix) :]
     return None
+
+
+def _flagfile_args(args: list[str]) -> list[tuple[int, str]]:
+    """(index, path) of each --flagfile=PATH (or `--flagfile PATH`) among command-line `args`."""
+    found = []
+    for i, arg in enumerate(args):
+        value = _flagfile_value(arg)
+        if value is None and arg in ('--flagfile', '-flagfile') and i + 1 < len(args):
+            value = args[i + 1]
+        if value is not None:
+            found.append((i, value))
+    return found
+
+
+def _not_found(path: str) -> ConfigError:
+    names = ', '.join(shipped_names())
+    return ConfigError(f'--flagfile={path} is neither a file nor a shipped config ({names}).')
+
+
+def check_flagfiles(args: list[str], depth: int = 0) -> None:
+    """ConfigError (one sentence) for a --flagfile that is missing (and no shipped config's name), or not a
+    regular file (a FIFO would block absl's reader forever); nested ones too."""
+    if depth > _MAX_DEPTH:
+        raise ConfigError(f'--flagfile nests more than {_MAX_DEPTH} flagfiles deep (one names itself?).')
+    for _, path in _flagfile_args(args):
+        found = paths.kind(path)
+        if found == 'missing' and shipped_config(path):
+            continue  # expand() puts the shipped config's flags in its place.
+        if found == 'missing':
+            raise _not_found(path)
+        paths.require_file(path, '--flagfile', '; give a text file of --name=value lines')
+        if found == 'file':
+            with open(path, 'rb') as f:
+                lines = f.read().decode('utf-8', 'replace').splitlines()
+            check_flagfiles([line.strip() for line in lines], depth + 1)
+
+
+def explicit_names(args: list[str]) -> list[str]:
+    """The flag names given on the command line itself, in order (not by a flagfile); `--noname` gives
+    'noname', which the caller maps to `name`."""
+    names = []
+    for arg in args:
+        if arg.startswith('-') and _flagfile_value(arg) is None and arg not in ('--flagfile', '-flagfile'):
+            names.append(arg.lstrip('-').split('=', 1)[0])
+    return names
+
+
+def is_run_config(path: str) -> bool:
+    """Whether `path` is a run's config.cfg written by this program (its name and first line)."""
+    if os.path.basename(path) != RUN_CONFIG_NAME or paths.kind(path) != 'file':
+        return False
+    with open(path, 'rb') as f:
+        return f.read(len(CONFIG_HEADER)).decode('utf-8', 'replace') == CONFIG_HEADER
+
+
+def run_folder(args: list[str]) -> str | None:
+    """The run folder whose own config.cfg the command line resumes, or None.
+
+    config.cfg records --workdir as it was typed, relative to where the run started; `--flagfile=
+    <run>/config.cfg` given from another folder means that run, so its folder is the workdir, unless
+    --workdir follows the flagfile on the command line.
+    """
+    files = [(i, p) for i, p in _flagfile_args(args) if is_run_config(p)]
+    if not files:
+        return None
+    index, path = files[-1]
+    later = explicit_names(args[index + 1 :])
+    if 'workdir' in later:
+        return None
+    return os.path.dirname(path) or '.'
 
 
 def _expand_shipped(path: str, depth: int) -> list[str]:
@@ -72,7 +148,10 @@ def read_flags(path: str, depth: int = 0) -> list[str]:
     """
     if depth > _MAX_DEPTH:
         raise ValueError(f'--flagfile={path} nests more than {_MAX_DEPTH} flagfiles deep (one names itself?)')
-    found = path if os.path.isfile(path) else shipped_config(path)
+    kind = paths.kind(path)
+    found = path if kind == 'file' else shipped_config(path) if kind == 'missing' else None
+    if found is None and kind != 'missing':
+        paths.require_file(path, '--flagfile')  # A FIFO or a device: one sentence, never a read.
     if found is None:
         raise FileNotFoundError(path)
     args = []

@@ -8,10 +8,14 @@ from __future__ import annotations
 import io
 import math
 import os
+import struct
+import zlib
 from collections.abc import Mapping, Sequence
 
 import imageio.v3 as iio
 import numpy as np
+
+from dcgan_tf.paths import PNG_MARKER
 
 
 def to_unit_range(images: np.ndarray) -> np.ndarray:
@@ -47,8 +51,19 @@ def _squeeze_gray(picture: np.ndarray) -> np.ndarray:
     return picture[..., 0] if picture.ndim == 3 and picture.shape[-1] == 1 else picture
 
 
+def _png_chunk(kind_and_data: bytes) -> bytes:
+    return (
+        struct.pack('>I', len(kind_and_data) - 4)
+        + kind_and_data
+        + struct.pack('>I', zlib.crc32(kind_and_data))
+    )
+
+
 def encode_png(picture: np.ndarray) -> bytes:
-    return iio.imwrite('<bytes>', _squeeze_gray(to_uint8(picture)), extension='.png')
+    """PNG bytes carrying a tEXt chunk that says this program wrote them (see paths.is_own_output)."""
+    png = iio.imwrite('<bytes>', _squeeze_gray(to_uint8(picture)), extension='.png')
+    end_of_header = 8 + 4 + 4 + 13 + 4  # Signature, then IHDR's length, type, 13 data bytes and CRC.
+    return png[:end_of_header] + _png_chunk(PNG_MARKER) + png[end_of_header:]
 
 
 def write_file(path: str, data: bytes) -> None:
@@ -57,9 +72,18 @@ def write_file(path: str, data: bytes) -> None:
 
     tf.io.gfile.makedirs(os.path.dirname(path) or '.')
     tmp = f'{path}.tmp{os.getpid()}'
-    with tf.io.gfile.GFile(tmp, 'wb') as f:
-        f.write(data)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    try:
+        with tf.io.gfile.GFile(tmp, 'wb') as f:
+            f.write(data)
+        tf.io.gfile.rename(tmp, path, overwrite=True)
+    except BaseException:
+        # A failed write (a full disk, a folder at `path`) leaves no temporary file behind.
+        try:
+            if tf.io.gfile.exists(tmp) and not tf.io.gfile.isdir(tmp):
+                tf.io.gfile.remove(tmp)
+        except (tf.errors.OpError, OSError):
+            pass
+        raise
 
 
 def save_png(path: str, picture: np.ndarray) -> None:

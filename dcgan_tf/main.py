@@ -15,9 +15,25 @@ from absl import app, flags, logging
 
 import dcgan_tf
 from dcgan_tf import config as config_lib
-from dcgan_tf import flagfiles
+from dcgan_tf import flagfiles, paths
 
 FLAGS = flags.FLAGS
+# What the last _parse_flags saw of the command line itself (not of its flagfiles): the names given, and
+# the run folder whose own config.cfg it resumes.
+_COMMAND_LINE: dict = {}
+# Flags that name paths: an I/O error on one of them is reported naming the flag.
+_PATH_FLAGS = (
+    'workdir',
+    'saved_model',
+    'out',
+    'out_dir',
+    'data_dir',
+    'z_file',
+    'classifier_path',
+    'model',
+    'inception_weights',
+    'tfds_manual_dir',
+)
 EXIT_USAGE = 2  # Bad flags or input: the convention of argparse and absl's usage errors.
 EXIT_FAILURE = 1  # The run itself failed (NaN loss, full disk); the workdir keeps its last checkpoint.
 EXIT_INTERRUPTED = 130  # The shell's convention for a process ended by SIGINT.
@@ -56,8 +72,14 @@ def _parse_flags(argv: list[str]) -> list[str]:
     if '--version' in argv[1:]:
         print(f'dcgan_tf {dcgan_tf.__version__}')
         sys.exit(0)
+    _COMMAND_LINE.clear()
     try:
+        flagfiles.check_flagfiles(argv[1:])  # Missing, a FIFO, a device: one sentence, never a read.
+        _COMMAND_LINE['given'] = flagfiles.explicit_names(argv[1:])
+        _COMMAND_LINE['run_folder'] = flagfiles.run_folder(argv[1:])
         argv = flagfiles.expand(argv)
+    except config_lib.ConfigError as e:
+        _fail(str(e))
     except ValueError as e:  # A loop of shipped configs.
         _fail(f'{e}.')
     try:
@@ -113,10 +135,38 @@ def _quiet_tensorflow() -> None:
         os.close(devnull)
 
 
+def _given_names() -> list[str]:
+    """The Config fields set on the command line itself (`--noflag` counts as `flag`)."""
+    names = []
+    for name in _COMMAND_LINE.get('given', []):
+        if name not in config_lib.FIELDS and name.startswith('no') and name[2:] in config_lib.FIELDS:
+            name = name[2:]
+        names.append(name)
+    return names
+
+
 def build_config() -> config_lib.Config:
-    """The Config from FLAGS, validated (ConfigError on a bad value)."""
+    """The Config from FLAGS, validated (ConfigError on a bad value).
+
+    `--flagfile=<run>/config.cfg` resumes that run wherever the command runs: its folder is the workdir
+    (config.cfg records --workdir as typed, relative to where the run started).
+    """
     values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(config_lib.Config)}
-    return config_lib.validate(config_lib.Config(**values))
+    folder = _COMMAND_LINE.get('run_folder')
+    if folder and os.path.realpath(values['workdir']) != os.path.realpath(folder):
+        _COMMAND_LINE['note'] = (
+            f"{os.path.join(folder, 'config.cfg')} is the run folder's own flagfile: using "
+            f'--workdir={folder} (it records --workdir={values["workdir"]}, where the run was started).'
+        )
+        values['workdir'] = folder
+    cfg = config_lib.validate(config_lib.Config(**values))
+    config_lib.check_mode_flags(cfg, _given_names())
+    return cfg
+
+
+def named_paths(cfg: config_lib.Config) -> dict[str, str]:
+    """{'--flag': path} of every path the command names, for one-sentence I/O errors."""
+    return {f'--{name}': getattr(cfg, name) for name in _PATH_FLAGS if getattr(cfg, name)}
 
 
 def main(argv: list[str]) -> None:
@@ -125,6 +175,8 @@ def main(argv: list[str]) -> None:
     except KeyboardInterrupt:  # Ctrl-C before training installs its own handler (e.g. while TF imports).
         print('Interrupted (Ctrl-C).', file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
+    finally:
+        _COMMAND_LINE.clear()  # Read once: a later call in this process starts from its own parse.
 
 
 def _main(argv: list[str]) -> None:
@@ -135,6 +187,8 @@ def _main(argv: list[str]) -> None:
     except config_lib.ConfigError as e:
         _fail(str(e))
     logging.set_verbosity(logging.INFO)
+    if _COMMAND_LINE.get('note'):
+        logging.info('%s', _COMMAND_LINE['note'])
     _use_onednn()
     _quiet_tensorflow()
     _check_workdir_writable(cfg)
@@ -185,8 +239,6 @@ def _main(argv: list[str]) -> None:
             from dcgan_tf.explore import app as explore_app
 
             explore_app.serve(cfg.saved_model or os.path.join(cfg.workdir, 'saved_model'), cfg)
-        else:
-            _fail(f'--mode={cfg.mode} is not available yet in this version.')
     except config_lib.ConfigError as e:  # data.DataError included: bad input, not a bug.
         _fail(str(e))
     except safety.StoppedDuringStartUp as e:  # Nothing to save: status 0, as a graceful stop.
@@ -198,7 +250,11 @@ def _main(argv: list[str]) -> None:
         sentence = data.pipeline_error_message(e) if data is not None else None
         if sentence:
             _fail(sentence)
-        message = str(e) if isinstance(e, safety.NumericalError) else safety.io_error_message(e, cfg.workdir)
+        if isinstance(e, safety.NumericalError):
+            message = str(e)
+        else:
+            resumable = cfg.workdir if cfg.mode == 'train' else None
+            message = paths.io_error_message(e, named_paths(cfg), resumable_workdir=resumable)
         if message is None:
             raise
         print(f'error: {message}', file=sys.stderr)
@@ -211,11 +267,13 @@ def _check_workdir_writable(cfg: config_lib.Config) -> None:
     if cfg.mode != 'train':
         return
     from dcgan_tf import workdir
+    from dcgan_tf.workdir import ownership
 
     _refuse_recorded_overwrite(cfg, sys.argv[1:])
     try:
+        workdir.check_layout(cfg.workdir)
         if cfg.overwrite:
-            workdir.check_overwrite(cfg.workdir)
+            ownership.check_overwrite(cfg.workdir)
         workdir.ensure_writable(cfg.workdir)
     except config_lib.ConfigError as e:
         _fail(str(e))

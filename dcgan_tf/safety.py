@@ -1,5 +1,5 @@
 """Nothing lost: graceful stop on SIGINT/SIGTERM (also while TensorFlow blocks the main thread), the
-NaN/Inf check, the mode-collapse measure, and one-sentence messages for a full disk or an unwritable workdir.
+NaN/Inf check and the mode-collapse measure (paths.py turns I/O errors into one sentence).
 
 Pure helpers the training loop calls between `tf.function` calls; no TensorFlow needed, so they are
 cheap to test and never run inside the step.
@@ -257,24 +257,3 @@ def diversity_ratio(fake: np.ndarray, real: np.ndarray) -> float:
     picture for every z, whatever the data set.
     """
     return pairwise_distance(fake) / max(pairwise_distance(real), 1e-12)
-
-
-def io_error_message(error: BaseException, workdir: str) -> str | None:
-    """One sentence for a full disk or an unwritable workdir met mid-run; None for other errors.
-
-    TensorFlow reports these as OpErrors (checkpoint and summary writes) and Python as OSError (PNGs,
-    metrics), so both are recognised by their text and errno without importing TensorFlow.
-    """
-    text = f'{getattr(error, "strerror", None) or ""} {error}'
-    errno_ = getattr(error, 'errno', None)
-    if errno_ == 28 or 'No space left on device' in text or 'Disk quota exceeded' in text:
-        return (
-            f'The disk holding --workdir={workdir} is full (No space left on device); free some space and '
-            f'rerun the same command: it resumes from the last complete checkpoint.'
-        )
-    if errno_ in (1, 13, 30) or 'Permission denied' in text or 'Read-only file system' in text:
-        return (
-            f'--workdir={workdir} became unwritable during the run ({text.strip().splitlines()[0][:200]}); '
-            f'fix its permissions and rerun the same command: it resumes from the last complete checkpoint.'
-        )
-    return None

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from dcgan_tf import export, images, sample_folder
+from dcgan_tf import export, images, paths, sample_folder
 from dcgan_tf.config import MAX_SAMPLES, Config, ConfigError, parse_indices
 
 GRID_CELLS = 9  # The paper's 3x3 arithmetic result: A - B + C in the centre, 8 perturbed copies around it.
@@ -26,6 +26,27 @@ GRID_CELLS = 9  # The paper's 3x3 arithmetic result: A - B + C in the centre, 8 
 
 def _out_path(cfg: Config) -> str:
     return cfg.out or f'{cfg.mode}.png'
+
+
+def _outputs(cfg: Config) -> list[str]:
+    """Every file the mode writes beside --out: the picture, its z's (and labels), the walk's GIF."""
+    out = _out_path(cfg)
+    written = [out, _beside(out, '.npy')]
+    if cfg.mode == 'sample':
+        written.append(labels_file(_beside(out, '.npy')))
+    if cfg.mode == 'interpolate':
+        written.append(_beside(out, '.gif'))
+    return written
+
+
+def check_outputs(cfg: Config) -> None:
+    """One sentence, before any model loads, when an output would replace a folder, a FIFO or a file this
+    program did not write (`--mode=sample --out_dir` without --out writes no grid here)."""
+    if cfg.mode == 'sample' and cfg.out_dir and not cfg.out:
+        return
+    flag = '--out' if cfg.out else f'the default --out ({_out_path(cfg)})'
+    for path in _outputs(cfg):
+        paths.check_output(path, flag if path == _out_path(cfg) else f'{flag}, beside it', 'sample.png')
 
 
 def _beside(path: str, suffix: str) -> str:
@@ -98,26 +119,60 @@ def _label_rows(num: int, generator, label: int) -> int | None:
     return -(-num // classes) if classes and label < 0 else None
 
 
+def _read_z_file(cfg: Config, generator) -> np.ndarray:
+    """--z_file's z's as float32 [N, z_dim] (an interpolate .npy's walks one after the other)."""
+    try:
+        with tf.io.gfile.GFile(cfg.z_file, 'rb') as f:
+            bank = np.load(io.BytesIO(f.read()))
+    except (OSError, ValueError, EOFError, tf.errors.OpError) as e:
+        reason = str(getattr(e, 'message', e)).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise ConfigError(f'--z_file={cfg.z_file} is not a readable .npy file ({reason}).') from None
+    if not isinstance(bank, np.ndarray):  # np.load gives an archive for a .npz.
+        raise ConfigError(f'--z_file={cfg.z_file} is a .npz archive; give the .npy written by --mode=sample.')
+    if bank.ndim > 2:  # An interpolate .npy [walks, steps, z_dim]: indices count row-major.
+        bank = bank.reshape(-1, bank.shape[-1])
+    return generator.check_z(bank, f'--z_file={cfg.z_file}')
+
+
+def _sample_z_file(cfg: Config, generator) -> tuple[np.ndarray, np.ndarray]:
+    """(images, z) of the z's in --z_file, each in its class for a conditional generator."""
+    bank = _read_z_file(cfg, generator)
+    if not 0 < len(bank) <= MAX_SAMPLES:
+        raise ConfigError(
+            f'--z_file={cfg.z_file} holds {len(bank)} z; --mode=sample draws 1 to {MAX_SAMPLES}.'
+        )
+    labels = _bank_labels(cfg, generator, len(bank))
+    pictures = generator.generate(bank) if labels is None else generator.generate(bank, labels=labels)
+    return pictures, bank
+
+
 def sample(cfg: Config) -> dict[str, Any]:
-    """`--mode=sample`: `--num` images from `--seed` -> a grid PNG, their z's as .npy beside it; with
-    `--out_dir`, also one PNG per sample there, streamed and resumable (sample_folder), and then `--num`
-    may exceed one call's MAX_SAMPLES (no grid is drawn of so many). A conditional generator draws
-    class --label, or with -1 sample i of class i mod its classes (one grid column per class); their
-    labels go beside the z's (`_labels.npy`).
+    """`--mode=sample`: `--num` images from `--seed` (or the z's of `--z_file`) -> a grid PNG, their z's as
+    .npy beside it; with `--out_dir`, one PNG per sample there instead, streamed and resumable
+    (sample_folder), and then `--num` may exceed one call's MAX_SAMPLES (the grid too only with --out). A
+    conditional generator draws class --label, or with -1 sample i of class i mod its classes (one grid
+    column per class); their labels go beside the z's (`_labels.npy`).
 
     Returns:
-      {'images': uint8 [N, H, W, C], 'z': float32 [N, z_dim], 'grid': path, 'z_file': path}; 'images',
-      'z' and 'grid' are None for a folder of more than MAX_SAMPLES.
+      {'images': uint8 [N, H, W, C], 'z': float32 [N, z_dim], 'grid': path, 'z_file': path}; 'grid' and
+      'z' are None for a folder without --out, 'images' too for a folder of more than MAX_SAMPLES.
     """
+    if cfg.z_file and cfg.out_dir:
+        raise ConfigError(
+            "--z_file draws the z's it holds and --out_dir a folder of seeded samples; give one of them."
+        )
+    check_outputs(cfg)
     generator = _sampler(cfg)
     _check_label(cfg, generator)
-    if cfg.out_dir:
+    if cfg.z_file:
+        pictures, z = _sample_z_file(cfg, generator)
+    elif cfg.out_dir:
         model = {'generator': generator.fingerprint, 'made_from': cfg.model or _saved_model_path(cfg)}
         folder = sample_folder.write(
             generator, cfg.out_dir, cfg.num, cfg.seed, model, keep=cfg.num <= MAX_SAMPLES, label=cfg.label
         )
-        if folder['images'] is None:
-            return {'images': None, 'z': None, 'grid': None, 'z_file': folder['z_file']}
+        if folder['images'] is None or not cfg.out:  # The folder is the output; no grid here unasked.
+            return {'images': folder['images'], 'z': None, 'grid': None, 'z_file': folder['z_file']}
         # The same images and z as the folder's (the first block of its z's is `sample`'s).
         pictures, z = folder['images'], sample_folder.z_rows(cfg.seed, 0, cfg.num, generator.z_dim)
     elif _num_classes(generator):
@@ -129,7 +184,8 @@ def sample(cfg: Config) -> dict[str, Any]:
     z_file = _beside(out, '.npy')
     _save_npy(z_file, z)
     if _num_classes(generator):
-        _save_npy(labels_file(z_file), export.check_labels(cfg.label, _num_classes(generator), len(z)))
+        labels = _bank_labels(cfg, generator, len(z)) if cfg.z_file else cfg.label
+        _save_npy(labels_file(z_file), export.check_labels(labels, _num_classes(generator), len(z)))
     logging.info(
         'Wrote %d samples to %s and their z to %s (row-major: index = row * columns + column).',
         len(pictures),
@@ -201,17 +257,7 @@ def arithmetic(cfg: Config) -> dict[str, Any]:
     """
     generator = export.load(_saved_model_path(cfg), cfg.sampler)
     _check_label(cfg, generator)
-    try:
-        with tf.io.gfile.GFile(cfg.z_file, 'rb') as f:
-            bank = np.load(io.BytesIO(f.read()))
-    except (OSError, ValueError, EOFError, tf.errors.OpError) as e:
-        reason = str(getattr(e, 'message', e)).splitlines()[0][:200] if str(e) else type(e).__name__
-        raise ConfigError(f'--z_file={cfg.z_file} is not a readable .npy file ({reason}).') from None
-    if not isinstance(bank, np.ndarray):  # np.load gives an archive for a .npz.
-        raise ConfigError(f'--z_file={cfg.z_file} is a .npz archive; give the .npy written by --mode=sample.')
-    if bank.ndim > 2:  # An interpolate .npy [walks, steps, z_dim]: indices count row-major.
-        bank = bank.reshape(-1, bank.shape[-1])
-    bank = generator.check_z(bank, f'--z_file={cfg.z_file}')
+    bank = _read_z_file(cfg, generator)
     groups = {}
     for name in ('group_a', 'group_b', 'group_c'):
         indices = parse_indices(getattr(cfg, name), name)
@@ -382,5 +428,7 @@ def ablate(cfg: Config) -> dict[str, Any]:
 
 def run(cfg: Config) -> dict[str, Any]:
     """The entry point of the sampling modes: one call per `--mode` from main.py."""
+    if cfg.mode != 'sample':
+        check_outputs(cfg)
     tools = {'sample': sample, 'interpolate': interpolate, 'arithmetic': arithmetic, 'ablate': ablate}
     return tools[cfg.mode](cfg)

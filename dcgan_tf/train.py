@@ -14,14 +14,17 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from dcgan_tf import config as config_lib
 from dcgan_tf import data, distribute, hparams, images, models, safety
 from dcgan_tf import export as export_lib
 from dcgan_tf import workdir as workdir_lib
-from dcgan_tf.config import Config, ConfigError, to_flagfile, validate
+from dcgan_tf.config import MODEL_FLAGS, NOT_RECORDED, Config, ConfigError, to_flagfile, validate
 from dcgan_tf.progress import Progress
 from dcgan_tf.quality import evaluate
 from dcgan_tf.trainer import METRIC_KEYS, Trainer, fixed_inputs, fixed_noise, grid_rows
+from dcgan_tf.workdir import checkpoints as workdir_checkpoints
 from dcgan_tf.workdir import lock as workdir_lock
+from dcgan_tf.workdir import ownership
 
 __all__ = ['METRIC_KEYS', 'ConfigError', 'Trainer', 'final_metrics', 'fixed_noise', 'train_and_evaluate']
 
@@ -130,11 +133,16 @@ def _start_up(
         source = source or data.load_source(cfg)
         cfg = data.resolve_classes(cfg, source)
     if cfg.overwrite and chief:  # Under the lock: never the folder of a trainer still running.
-        workdir_lib.clear(workdir)
+        ownership.clear(workdir)
     tf.io.gfile.makedirs(workdir)
+    recorded = None
     if not cfg.overwrite:  # Every task checks the model flags (with --overwrite the chief deletes them).
-        workdir_lib.check_config(workdir, cfg)
+        recorded = workdir_lib.check_config(workdir, cfg)
+        _refuse_lost_checkpoints(workdir, recorded or cfg)
     trainer = Trainer(cfg, workdir, strategy=strategy, source=source)
+    if recorded is not None and trainer.restored_from is not None:
+        _apply_changed_rates(trainer, recorded)
+        _log_changed_flags(trainer, recorded)
     if trainer.is_chief:
         workdir_lib.write_config(workdir, cfg)
         if cfg.conditional:
@@ -151,8 +159,72 @@ def _start_up(
         trainer.precision,
         'on' if trainer.use_jit else 'off',
     )
-    logging.info('Training %d steps at global batch %d in %s.', trainer.total_steps, cfg.batch_size, workdir)
+    step = int(trainer.step)
+    if trainer.restored_from is not None and step >= trainer.total_steps:
+        logging.info(
+            'The run in %s is already at step %d, at or past its length of %d steps: nothing to train '
+            '(raise --train_steps or --epochs to train further).',
+            workdir,
+            step,
+            trainer.total_steps,
+        )
+    else:
+        logging.info(
+            'Training steps %d to %d at global batch %d in %s.',
+            step,
+            trainer.total_steps,
+            cfg.batch_size,
+            workdir,
+        )
     return trainer
+
+
+def _refuse_lost_checkpoints(workdir: str, cfg: Config) -> None:
+    """A run folder whose checkpoints are gone is refused, not silently retrained from step 0 (which would
+    replace its export and metrics), as a folder of checkpoints none of which restores is."""
+    directory = workdir_lib.checkpoint_dir(workdir)
+    if workdir_checkpoints.checkpoints_to_try(directory)[0]:
+        return
+    evidence = workdir_lib.progress_without_checkpoint(workdir, cfg.checkpoint_every)
+    if evidence:
+        raise ConfigError(
+            f'--workdir={workdir} holds a run that trained past a checkpoint ({evidence}), but no '
+            f'checkpoint to resume it from ({directory} is missing or empty); restore the checkpoints, start '
+            f'afresh with --overwrite, or use another --workdir.'
+        )
+
+
+# Flags a resume is expected to change (the length), or that are handled on their own.
+_RESUME_FLAGS = ('workdir', 'train_steps', 'epochs', 'g_lr', 'd_lr')
+
+
+def _log_changed_flags(trainer: Trainer, recorded: Config) -> None:
+    """Says which recorded flags a resume changes (other data, another batch size, ...): they apply from
+    the restored step on, and config.cfg records them now."""
+    changed = [
+        f'--{name}={getattr(trainer.cfg, name)} ({getattr(recorded, name)} before)'
+        for name in config_lib.FIELDS
+        if name not in (*NOT_RECORDED, *MODEL_FLAGS, *_RESUME_FLAGS)
+        and getattr(trainer.cfg, name) != getattr(recorded, name)
+    ]
+    if changed:
+        logging.warning(
+            'Resuming at step %d with flags other than the run recorded, which apply from here on: %s.',
+            int(trainer.step),
+            ', '.join(changed),
+        )
+
+
+def _apply_changed_rates(trainer: Trainer, recorded: Config) -> None:
+    """--g_lr/--d_lr given anew on resume (e.g. lowered after a NaN) replace the checkpoint's peak rates;
+    unchanged flags keep them, so a rollback's halving survives a resume."""
+    for name, flag in (('g', 'g_lr'), ('d', 'd_lr')):
+        old, new = getattr(recorded, flag), getattr(trainer.cfg, flag)
+        if old != new:
+            trainer.set_peak_rate(name, new)
+            logging.info(
+                '--%s=%g on resume (the run recorded %g): training goes on at %g.', flag, new, old, new
+            )
 
 
 class _Window:
@@ -282,14 +354,23 @@ def _finish(trainer: Trainer, metrics_log: workdir_lib.MetricsLog) -> None:
     workdir_lib.write_final_pictures(workdir, metrics_log.records)
     if cfg.export_at_end and trainer.stopped_by is None:  # A stop leaves time only for the checkpoint.
         path = workdir_lib.export_path(workdir)
+        if not cfg.export_best and workdir_lib.export_step(path) == int(trainer.step):
+            logging.info('The export in %s is of step %d already.', path, int(trainer.step))
+            return
         if cfg.export_best and trainer.evaluator is not None:
-            evaluate.export_best(workdir, path)
+            evaluate.export_best(workdir)
         else:
             generator = _float32_copy(cfg, trainer.generator, models.build_generator)
             ema = trainer.ema_generator
             ema = _float32_copy(cfg, ema, models.build_generator) if ema is not None else None
             export_lib.save(
-                path, generator, cfg, int(trainer.step), ema, class_names=trainer.source.class_names
+                path,
+                generator,
+                cfg,
+                int(trainer.step),
+                ema,
+                class_names=trainer.source.class_names,
+                target=f'--workdir={workdir}: {path}',
             )
         logging.info('Exported the generator to %s.', path)
 
@@ -310,6 +391,11 @@ def train_and_evaluate(
     first (ConfigError, one sentence): `Config.create` and `config.from_flagfile` make valid ones.
     """
     cfg = validate(cfg)
+    workdir_lib.check_layout(workdir)
+    if cfg.export_at_end:  # Refused now rather than after the training.
+        export_lib.check_target(
+            workdir_lib.export_path(workdir), f'--workdir={workdir}: {workdir_lib.export_path(workdir)}'
+        )
     strategy = strategy or distribute.create_strategy(cfg)
     # A worker of a multi-worker job that left during start-up would leave the others waiting in the
     # first collective; it stays, and the job stops together after its first call.

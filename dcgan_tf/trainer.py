@@ -259,9 +259,10 @@ class Trainer:
         """Restores one checkpoint; raises (workdir.restore_newest tells the reasons apart) if it cannot."""
         status = tf.train.Checkpoint(**self._parts).restore(prefix).assert_existing_objects_matched()
         status.expect_partial()  # Values of parts this run lacks (an EMA with --ema_decay=0) are fine.
-        try:
-            tf.train.Checkpoint(peak_rates=self.peak_rates).restore(prefix).assert_existing_objects_matched()
-        except AssertionError:
+        if 'peak_rates' in workdir_checkpoints.checkpoint_objects(prefix):
+            # expect_partial: the rest of the checkpoint is restored above, not by this object.
+            tf.train.Checkpoint(peak_rates=self.peak_rates).restore(prefix).expect_partial()
+        else:
             # Written before --lr_decay existed: the rates were constant, so the ones in force are the peaks.
             for name, optimizer in self._optimizers().items():
                 self.peak_rates[name].assign(optimizer.learning_rate)
@@ -272,6 +273,11 @@ class Trainer:
         factor = lr_factor(self.cfg, self.step, self.total_steps)
         for name, optimizer in self._optimizers().items():
             optimizer.learning_rate.assign(self.peak_rates[name] * factor)
+
+    def set_peak_rate(self, name: str, rate: float) -> None:
+        """Replaces the peak learning rate of 'g' or 'd' (what --lr_decay and a rollback start from)."""
+        self.peak_rates[name].assign(rate)
+        self._set_learning_rates()
 
     def restore(self) -> str | None:
         """Restores the newest checkpoint that restores, if any; returns its path.

@@ -10,6 +10,7 @@ import dataclasses
 import os
 import re
 
+from dcgan_tf import paths
 from dcgan_tf.bounds import bound_of, check_number, require
 from dcgan_tf.config import (
     DATASET_PREFIXES,
@@ -25,6 +26,89 @@ from dcgan_tf.config import (
     ConfigError,
     is_url,
 )
+
+# Flags that only some modes read: given on the command line to another mode, each is refused rather than
+# silently ignored (e.g. --z_file with --mode=interpolate).
+MODE_FLAGS = {
+    'overwrite': ('train',),
+    'num': ('sample', 'ablate', 'visualize'),
+    'out': ('sample', 'interpolate', 'arithmetic', 'ablate', 'export'),
+    'out_dir': ('sample', 'prepare', 'visualize'),
+    'label': ('sample', 'interpolate', 'arithmetic', 'explore'),
+    'saved_model': ('sample', 'interpolate', 'arithmetic', 'explore', 'evaluate', 'export'),
+    'sampler': (
+        'sample',
+        'interpolate',
+        'arithmetic',
+        'explore',
+        'evaluate',
+        'export',
+        'ablate',
+        'visualize',
+    ),
+    'z_file': ('sample', 'arithmetic'),
+    'num_walks': ('interpolate',),
+    'interp_steps': ('interpolate',),
+    'interpolation': ('interpolate',),
+    'group_a': ('arithmetic',),
+    'group_b': ('arithmetic',),
+    'group_c': ('arithmetic',),
+    'perturb_scale': ('arithmetic',),
+    'ablate_layer': ('ablate',),
+    'ablate_filters': ('ablate',),
+    'num_features': ('visualize',),
+    'port': ('explore',),
+    'host': ('explore',),
+    'format': ('export',),
+    'serving_version': ('export',),
+    'model': ('sample',),
+    'export_best': ('export', 'train'),
+    'eval_source': ('evaluate',),
+    'probe_labels_per_class': ('probe',),
+    'probe_test_examples': ('probe',),
+    'classifier_epochs': ('train_classifier',),
+    'classifier_train_examples': ('train_classifier',),
+    'shard_mb': ('prepare',),
+    **{name: ('bench',) for name in FIELDS if name.startswith('bench')},
+    # How a run trains: the train step's flags (which --mode=bench times too), then the loop's.
+    **dict.fromkeys(
+        ('g_lr', 'd_lr', 'beta_1', 'beta_2', 'lr_decay', 'lr_decay_start', 'update', 'steps_per_call'),
+        ('train', 'bench'),
+    ),
+    **dict.fromkeys(
+        (
+            'train_steps',
+            'epochs',
+            'log_every',
+            'sample_every',
+            'checkpoint_every',
+            'keep_checkpoints',
+            'num_grid',
+            'on_nan',
+            'max_rollbacks',
+            'collapse_threshold',
+            'export_at_end',
+            'eval_every',
+            'ema_warmup',
+        ),
+        ('train',),
+    ),
+}
+
+
+def check_mode_flags(cfg: Config, given: list[str] | set[str]) -> None:
+    """Refuses a flag given for a mode that does not read it (one sentence), instead of ignoring it.
+
+    `given`: the names set on the command line itself (or by Config.create), not those of a flagfile,
+    which may hold flags for several modes.
+    """
+    for name in given:
+        modes = MODE_FLAGS.get(name)
+        if modes is not None and cfg.mode not in modes:
+            raise ConfigError(
+                f'--{name} applies to --mode={" or ".join(modes)}, not --mode={cfg.mode}, which would ignore '
+                f'it; drop it.'
+            )
 
 
 def validate_model_flags(cfg: Config) -> None:
@@ -98,6 +182,12 @@ def validate(cfg: Config) -> Config:
     if cfg.dataset in ('mnist', 'fashion_mnist') and cfg.data_dir:
         _check_data_dir(cfg.data_dir, '')
     require(bool(cfg.workdir), '--workdir must not be empty.')
+    if cfg.out_dir and cfg.mode in ('sample', 'prepare', 'visualize'):
+        found = paths.kind(cfg.out_dir)
+        require(
+            found in ('missing', 'folder', 'url'),
+            f'--out_dir={cfg.out_dir} is a {found}, not a folder; give a folder to write into.',
+        )
     _validate_sampling(cfg)
     _validate_distribution(cfg)
     _validate_evaluation(cfg)
@@ -135,21 +225,17 @@ def _validate_tf_tools(cfg: Config) -> None:
             f'--model={cfg.model} (a TFLite generator) is read by --mode=sample only; --mode={cfg.mode} '
             f'takes --saved_model.',
         )
-        require(
-            is_url(cfg.model) or os.path.isfile(cfg.model),
-            f'--model={cfg.model} does not exist; write one with --mode=export --format=tflite.',
-        )
+        paths.require_file(cfg.model, '--model', '; write one with --mode=export --format=tflite')
 
 
 def _validate_inside(cfg: Config) -> None:
     require(bool(cfg.host.strip()), '--host must not be empty (127.0.0.1 serves this machine only).')
     if cfg.mode == 'visualize':
         require(bool(cfg.out_dir), '--mode=visualize needs --out_dir, the folder to write its pictures into.')
-        path = cfg.classifier_path
-        require(
-            not path or path.startswith('gs://') or os.path.isfile(path),
-            f'--classifier_path={path} does not exist; train one with --mode=train_classifier.',
-        )
+        if cfg.classifier_path:
+            paths.require_file(
+                cfg.classifier_path, '--classifier_path', '; train one with --mode=train_classifier'
+            )
 
 
 def parse_labels_per_class(text: str) -> list[int]:
@@ -181,20 +267,18 @@ def _validate_evaluation(cfg: Config) -> None:
     needs_classifier = cfg.feature_net != 'inception' and (
         cfg.mode == 'evaluate' or (cfg.mode == 'train' and cfg.eval_every > 0)
     )
-    if needs_classifier and not is_url(cfg.classifier_path):
+    if needs_classifier:
         require(
             bool(cfg.classifier_path),
             f'--feature_net={cfg.feature_net} needs --classifier_path, a .keras file written by '
             f'--mode=train_classifier --dataset={cfg.feature_net}.',
         )
-        require(
-            os.path.isfile(cfg.classifier_path),
-            f'--classifier_path={cfg.classifier_path} does not exist; train one with '
-            f'--mode=train_classifier.',
+        paths.require_file(
+            cfg.classifier_path, '--classifier_path', '; train one with --mode=train_classifier'
         )
     weights = cfg.inception_weights
-    if cfg.feature_net == 'inception' and weights not in ('imagenet', 'none') and not is_url(weights):
-        require(os.path.isfile(weights), f'--inception_weights={weights} is not a file (or imagenet, none).')
+    if cfg.feature_net == 'inception' and weights not in ('imagenet', 'none'):
+        paths.require_file(weights, '--inception_weights', ' (or give imagenet or none)')
     require(
         not (cfg.mode == 'evaluate' and cfg.eval_source == 'real' and cfg.dataset == 'embedded'),
         '--eval_source=real --dataset=embedded would compare the embedded digits with themselves (they are '
@@ -266,24 +350,41 @@ def _validate_sampling(cfg: Config) -> None:
         f'--perturb_scale={cfg.perturb_scale} must be a small non-negative number.',
     )
     if cfg.mode in SAVED_MODEL_MODES and not cfg.model:
-        path = cfg.saved_model or os.path.join(cfg.workdir, 'saved_model')
-        if not is_url(path):
-            require(
-                os.path.isdir(path),
-                f'--saved_model={path} does not exist; export one with --mode=export --workdir=<run>.',
-            )
-            require(
-                os.path.isfile(os.path.join(path, 'saved_model.pb')),
-                f'--saved_model={path} is not a SavedModel folder (no saved_model.pb in it).',
-            )
+        check_saved_model(cfg.saved_model or os.path.join(cfg.workdir, 'saved_model'))
     if cfg.mode == 'arithmetic':
         require(bool(cfg.z_file), '--mode=arithmetic needs --z_file, the z .npy written by --mode=sample.')
-        require(is_url(cfg.z_file) or os.path.isfile(cfg.z_file), f'--z_file={cfg.z_file} does not exist.')
+    if cfg.z_file:
+        paths.require_file(cfg.z_file, '--z_file', '; give the .npy of z written by --mode=sample')
+    if cfg.mode == 'arithmetic':
         for name in ('group_a', 'group_b', 'group_c'):
             indices = parse_indices(getattr(cfg, name), name)
             require(min(indices) >= 0, f'--{name}={getattr(cfg, name)} has a negative index.')
     if cfg.mode == 'ablate' and cfg.ablate_filters and not cfg.ablate_filters.startswith('top:'):
         parse_indices(cfg.ablate_filters, 'ablate_filters')
+
+
+def check_saved_model(path: str, flag: str = '--saved_model') -> None:
+    """One sentence unless `path` is a SavedModel folder (URLs are checked when loaded)."""
+    if is_url(path):
+        return
+    found = paths.kind(path)
+    if found == 'file':
+        hint = {
+            '.tflite': f'; a TFLite generator goes to --model={path} (with --mode=sample)',
+            '.keras': ' (a Keras model file, such as --classifier_path takes)',
+            '.h5': ' (a Keras weights file)',
+        }.get(os.path.splitext(path)[1].lower(), '')
+        raise ConfigError(
+            f'{flag}={path} is a file, not a SavedModel folder{hint}; give the folder --mode=export wrote '
+            f'(e.g. <workdir>/saved_model).'
+        )
+    paths.require_folder(path, flag, '; export one with --mode=export --workdir=<run>')
+    pb = os.path.join(path, 'saved_model.pb')
+    require(
+        paths.kind(pb) != 'missing', f'{flag}={path} is not a SavedModel folder (no saved_model.pb in it).'
+    )
+    paths.require_no_special_files(path, flag)
+    paths.require_file(pb, f'{flag}={path}: its saved_model.pb')
 
 
 def parse_crop(text: str) -> tuple[str, int]:
@@ -340,7 +441,7 @@ def _check_data_dir(path: str, missing_message: str) -> None:
     if is_url(path):
         return  # Checked by TensorFlow's file system when read; not reachable without it.
     require(bool(path), missing_message)
-    require(os.path.isdir(path), f'--data_dir={path} does not exist or is not a folder.')
+    paths.require_folder(path, '--data_dir')
     require(
         any(files for _, _, files in os.walk(path)),
         f"--data_dir={path} is empty: put the data set's files there.",

@@ -74,7 +74,7 @@ def test_a_folder_of_class_subfolders_labels_each_image_with_its_subfolder(tmp_p
     batches = list(data.make_dataset(cfg, source).take(12))  # 36 images: three passes
     pixels, labels = _pairs(batches)
     _check_labels(pixels, labels)
-    assert data.num_skipped(source) >= 2  # the broken file, skipped with its label
+    assert data.num_skipped(source) == 1  # the broken file, skipped with its label, counted once
     # Each pass gives every good image once, with its own label.
     first = sorted(zip(pixels[:num_good, -1, 0], labels[:num_good], strict=True))
     expected = sorted((ident, NAMES.index(name)) for ident, name in _idents().items())
@@ -193,7 +193,7 @@ def test_a_stream_of_labelled_records_carries_each_label_with_its_image():
     cfg = _conditional()
     straight = _pairs(data.make_dataset(cfg, source).take(12))
     _check_labels(*straight)
-    assert data.num_skipped(source) >= 2
+    assert data.num_skipped(source) == 1  # One corrupt record, however many passes skip it.
     assert sorted(straight[0][:11, -1, 0].tolist()) == sorted(set(idents) - {22})  # 22: the corrupt one
     for start in (2, 5):
         resumed = _pairs(data.make_dataset(cfg, source, start_step=start).take(6))

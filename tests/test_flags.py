@@ -18,9 +18,10 @@ import pytest
 from absl import flags
 from conftest import REPO_ROOT
 
-from dcgan_tf import config, workdir
+from dcgan_tf import config
 from dcgan_tf import main as main_lib
 from dcgan_tf.config import Config
+from dcgan_tf.workdir import ownership
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 BASE = ['--train_steps=5']  # The smallest valid command line: train needs a length.
@@ -202,10 +203,11 @@ def test_overwrite_deletes_only_a_run_folder(tmp_path):
     assert error.value.code == 2 and (project / 'precious.txt').exists()
     run = tmp_path / 'run'
     run.mkdir()
-    (run / 'config.cfg').write_text('--resolution=16\n')
+    header = '# Resolved flags of this run; re-run it with --flagfile=<this file>.\n'
+    (run / 'config.cfg').write_text(f'{header}--resolution=16\n')
     (run / 'metrics.jsonl').write_text('{}\n')
     main_lib._check_workdir_writable(Config(workdir=str(run), overwrite=True, train_steps=1))
     # Accepted; training deletes it, under the workdir's lock, so never under a running trainer.
     assert sorted(os.listdir(run)) == ['config.cfg', 'metrics.jsonl']
-    workdir.clear(str(run))
+    ownership.clear(str(run))
     assert os.listdir(run) == []

@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 from conftest import REPO_ROOT, TINY_CLI, tiny_config
 
-from dcgan_tf import data, safety, train, workdir
+from dcgan_tf import data, paths, safety, train, workdir
 from dcgan_tf.data import image_headers
 
 # --- helpers ---
@@ -345,7 +345,9 @@ def test_full_disk_and_read_only_workdir_are_one_sentence(small_disk):
     cfg = tiny_config(resolution=28, channels=3, gf_dim=32, df_dim=32, train_steps=2, checkpoint_every=2)
     with pytest.raises(Exception) as error:
         train.train_and_evaluate(cfg, str(small_disk / 'full'))
-    message = safety.io_error_message(error.value, str(small_disk / 'full'))
+    message = paths.io_error_message(
+        error.value, {'--workdir': str(small_disk / 'full')}, resumable_workdir='w'
+    )
     assert message is not None, repr(error.value)
     assert message.startswith(f'The disk holding --workdir={small_disk / "full"} is full')
     subprocess.run(['rm', '-rf', str(small_disk / 'full')], check=True)
@@ -359,11 +361,13 @@ def test_full_disk_and_read_only_workdir_are_one_sentence(small_disk):
             train.train_and_evaluate(tiny, str(small_disk / 'ro'))
     finally:
         subprocess.run(['umount', '-l', str(checkpoints)], check=False)
-    message = safety.io_error_message(error.value, str(small_disk / 'ro'))
+    message = paths.io_error_message(
+        error.value, {'--workdir': str(small_disk / 'ro')}, resumable_workdir='w'
+    )
     assert message is not None and 'became unwritable' in message, repr(error.value)
     assert '\n' not in message
     # Not every error is mistaken for a disk problem.
-    assert safety.io_error_message(ValueError('shapes do not match'), 'w') is None
+    assert paths.io_error_message(ValueError('shapes do not match'), {'--workdir': 'w'}) is None
 
 
 # --- hostile input files ---

@@ -42,9 +42,13 @@ def read_idx(path: str) -> np.ndarray:
     opener = gzip.open if path.endswith('.gz') else open
     try:
         with opener(path, 'rb') as f:
-            data = f.read()
+            data = f.read(MAX_IDX_BYTES + 1)  # Bounded: a gzip bomb cannot fill memory.
     except (OSError, EOFError) as e:
         raise DataError(f'Cannot read IDX file {path}: {e}.') from e
+    if len(data) > MAX_IDX_BYTES:
+        raise DataError(
+            f'{path} holds more than {MAX_IDX_BYTES // 2**30} GiB: not an IDX file of a data set.'
+        )
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise DataError(f'{path} is not an IDX file of unsigned bytes.')
     ndim = data[3]
@@ -53,6 +57,10 @@ def read_idx(path: str) -> np.ndarray:
     if body.size != int(np.prod(shape)):
         raise DataError(f'{path} is truncated: header says {shape}, found {body.size} bytes.')
     return body.reshape(shape)
+
+
+# MNIST's training images are 47 MB; the largest IDX data sets (EMNIST) under 1 GB.
+MAX_IDX_BYTES = 2 * 2**30
 
 
 def _find_idx(data_dir: str, stem: str) -> str | None:

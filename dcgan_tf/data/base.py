@@ -38,22 +38,31 @@ class DataError(ConfigError):
 
 
 class SkipCounter:
-    """Images skipped because they could not be decoded; thread-safe, read by the Trainer.
+    """Items that could not be decoded, each counted once; thread-safe, read by the Trainer.
 
-    The same bad file counts again on every epoch that reaches it. The first skip, and every
-    tenfold after it (1, 10, 100, ...), is also logged.
+    Every pass over the data reads every item once, so the pipeline reports the most it skipped in one
+    pass, not the skips of every epoch again. The first, and every tenfold after it (1, 10, 100, ...),
+    is also logged, with `name` (the source) and its number of items.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = '', num_items: int = 0) -> None:
         self._lock = threading.Lock()
         self._value = 0
+        self.name, self.num_items = name, num_items
 
-    def add(self, num: int) -> None:
+    def add(self, skipped: int) -> None:
+        """Records that a pass skips `skipped` items (a count below the known one changes nothing)."""
         with self._lock:
-            before, self._value = self._value, self._value + int(num)
+            before, self._value = self._value, max(self._value, int(skipped))
             after = self._value
-        if num > 0 and (before == 0 or len(str(after)) > len(str(before))):
-            logging.warning('Skipped %d image(s) so far that could not be decoded.', after)
+        if after > before and (before == 0 or len(str(after)) > len(str(before))):
+            of = f' of the {self.num_items:,} of {self.name}' if self.num_items else ''
+            logging.warning(
+                'Skipped %s item(s) so far%s that could not be decoded (every pass skips them again: '
+                '--mode=prepare drops them once).',
+                f'{after:,}',
+                of,
+            )
 
     @property
     def value(self) -> int:
@@ -316,18 +325,29 @@ def hold_out(items, split: str, holdout: int, what: str):
 
 
 def check_some_decode(cfg: Config, sample: list, read: Callable[[object], bytes], what: str) -> None:
-    """Fails before training when none of a few evenly spaced items gives an image.
+    """Fails before training when none of a few evenly spaced items gives an image, and warns when most
+    do not (every pass then reads and skips them again, which slows training to a crawl).
 
     Each item goes through the pipeline's own decode (size guard, crop, resize), so an item that
     passes here is one the pipeline uses: the pipeline cannot then skip every item, forever.
     """
-    too_large = 0
+    too_large = good = 0
     for item in sample:
         try:
             decode_and_fit(read(item), cfg.crop, cfg.resolution, cfg.channels)
-            return
+            good += 1
         except (tf.errors.OpError, OSError) as e:
             too_large += image_headers.TOO_LARGE in str(e)
+    if good:
+        if good * 2 < len(sample):
+            logging.warning(
+                'Only %d of %d sampled items of %s decode as images: most of it is skipped on every pass, '
+                'which slows training down; --mode=prepare reads it once and keeps only the images.',
+                good,
+                len(sample),
+                what,
+            )
+        return
     if too_large:
         raise DataError(
             f'No sampled item of {what} can be used: {too_large} of {len(sample)} are over the size limit '

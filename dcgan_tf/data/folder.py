@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 from typing import ClassVar
 
 import numpy as np
@@ -19,6 +20,9 @@ from dcgan_tf.config import Config, is_url
 from dcgan_tf.data.base import AUTOTUNE, DataError, KeyedSource, check_some_decode, hold_out, sample_evenly
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp')
+# Bytes read of one image file at most: far above any photo (a 50-megapixel PNG is about 150 MB), far
+# below what a file posing as an image could fill memory with.
+MAX_FILE_BYTES = 256 * 2**20
 # CelebA's list_eval_partition.txt numbers its splits.
 CELEBA_PARTITIONS = {'train': 0, 'validation': 1, 'test': 2}
 
@@ -49,28 +53,33 @@ class FolderSource(KeyedSource):
         return keys.map(read, num_parallel_calls=AUTOTUNE)
 
 
-def _local_image_files(data_dir: str) -> tuple[list[str], int]:
+def _local_image_files(data_dir: str) -> tuple[list[str], dict[str, int]]:
     """Image files under a local folder, following symlinks but reaching each folder and file once.
 
-    Returns the files (sorted) and how many folders or files were left out as second names of ones
-    already listed: a link back up the tree (sub/loop -> ..) would otherwise be walked until the path
-    grew too long, counting every file dozens of times.
+    Returns the files (sorted) and what was left out, counted by reason: 'second name' for folders or
+    files reached again (a link back up the tree, sub/loop -> .., would otherwise be walked until the
+    path grew too long, counting every file dozens of times), 'not a file' for FIFOs, sockets and devices
+    with an image's name (reading /dev/zero fills memory, a FIFO blocks forever), 'too large' for files
+    over MAX_FILE_BYTES.
     """
 
-    def identity(path: str) -> tuple[int, int] | None:
+    def status(path: str) -> os.stat_result | None:
         try:
-            st = os.stat(path)  # Follows links: a link and its target are one folder or file.
+            return os.stat(path)  # Follows links: a link and its target are one folder or file.
         except OSError:
             return None  # A dangling link: listed, then skipped (and counted) like any unreadable file.
-        return st.st_dev, st.st_ino
 
-    seen_dirs, left_out, candidates = {identity(data_dir)}, 0, []
+    def identity(st: os.stat_result | None) -> tuple[int, int] | None:
+        return None if st is None else (st.st_dev, st.st_ino)
+
+    left_out = {'second name': 0, 'not a file': 0, 'too large': 0}
+    seen_dirs, candidates = {identity(status(data_dir))}, []
     for root, dirs, names in os.walk(data_dir, followlinks=True):
         kept = []
         for name in sorted(dirs):  # Sorted, so which of two names for a folder is kept never varies.
-            key = identity(os.path.join(root, name))
+            key = identity(status(os.path.join(root, name)))
             if key is None or key in seen_dirs:
-                left_out += key is not None
+                left_out['second name'] += key is not None
                 continue
             seen_dirs.add(key)
             kept.append(name)
@@ -78,9 +87,16 @@ def _local_image_files(data_dir: str) -> tuple[list[str], int]:
         candidates.extend(os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
     files, seen_files = [], set()
     for path in sorted(candidates):
-        key = identity(path)
+        st = status(path)
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            left_out['not a file'] += 1
+            continue
+        if st is not None and st.st_size > MAX_FILE_BYTES:
+            left_out['too large'] += 1
+            continue
+        key = identity(st)
         if key is not None and key in seen_files:
-            left_out += 1
+            left_out['second name'] += 1
             continue
         seen_files.add(key)
         files.append(path)
@@ -91,7 +107,8 @@ def list_image_files(data_dir: str) -> list[str]:
     """Every image file under `data_dir`, recursively, in a stable (sorted) order.
 
     Symlinked files and folders are followed, but a folder or file reached under a second name (a
-    symlink loop, an alias, a hard link) is listed once, with a warning. URL-style paths go to gfile.
+    symlink loop, an alias, a hard link) is listed once, and FIFOs, sockets, devices and files over
+    MAX_FILE_BYTES are left out, each with a warning. URL-style paths go to gfile.
     """
     if is_url(data_dir):
         files = []
@@ -99,12 +116,26 @@ def list_image_files(data_dir: str) -> list[str]:
             files.extend(os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
         return sorted(files)
     files, left_out = _local_image_files(data_dir)
-    if left_out:
+    if left_out['second name']:
         logging.warning(
             '--data_dir=%s: left out %d symlinked folder(s) or file(s) that lead to ones already listed '
             '(a symlink loop or a second name); each image is read once.',
             data_dir,
-            left_out,
+            left_out['second name'],
+        )
+    if left_out['not a file']:
+        logging.warning(
+            '--data_dir=%s: left out %d image name(s) that are not regular files (FIFOs, sockets, devices, '
+            'or symlinks to them), which would block or fill memory if read.',
+            data_dir,
+            left_out['not a file'],
+        )
+    if left_out['too large']:
+        logging.warning(
+            '--data_dir=%s: left out %d file(s) over %d MB, more than any image this reads.',
+            data_dir,
+            left_out['too large'],
+            MAX_FILE_BYTES // 2**20,
         )
     return files
 

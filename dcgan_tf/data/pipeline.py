@@ -52,9 +52,11 @@ def _with_pass_ends(keys: tf.data.Dataset, labelled: bool) -> tf.data.Dataset:
 def decode_counted(
     cfg: Config, source: Source, records: tf.data.Dataset, per_pass: int = 0, whole_first_pass: bool = False
 ) -> tf.data.Dataset:
-    """(encoded bytes, is pass end[, label]) -> (uint8 image, skipped before it[, label]), in order.
+    """(encoded bytes, is pass end[, label]) -> (uint8 image, items a pass skips[, label]), in order.
 
-    Undecodable images are dropped and counted (a gap in the positions of the survivors); a label
+    Undecodable images are dropped and counted (a gap in the positions of the survivors); every pass
+    reads every item once, so the most skipped in one whole pass (or in this pass so far, if more) is
+    how many bad items there are, each counted once however many epochs run; a label
     travels in the same element as its image, so it is dropped with it. A pass end that follows a
     whole pass without one image fails with a PIPELINE_ERROR sentence: every item became unreadable
     (a folder deleted mid-run, a network mount gone) or this input pipeline's share holds no image,
@@ -76,42 +78,48 @@ def decode_counted(
     )
 
     def count(state, element):
-        last, pending, images, ends = state  # last position seen, skips not yet reported
+        # last position seen, images in this pass, pass ends seen, skips in this pass, most in a whole pass
+        last, images, ends, pass_skips, whole = state
         i, image, end, *label = element
         empty_pass = tf.logical_and(end, tf.logical_and(ends > 0, tf.equal(images, 0)))
         check = tf.debugging.Assert(tf.logical_not(empty_pass), [message])
-        gap = pending + i - last - 1
+        so_far = pass_skips + i - last - 1  # The items between two positions belong to this pass.
+        zero = tf.constant(0, tf.int64)
+        # A pass end closes a pass, whose skips are then those of every item it holds.
+        whole = tf.where(tf.logical_and(end, ends > 0), tf.maximum(whole, so_far), whole)
         with tf.control_dependencies([check]):
             state = (
                 tf.identity(i),
-                tf.where(end, gap, tf.constant(0, tf.int64)),
-                tf.where(end, tf.constant(0, tf.int64), images + 1),
+                tf.where(end, zero, images + 1),
                 ends + tf.cast(end, tf.int64),
+                tf.where(end, zero, so_far),
+                whole,
             )
-        return state, (image, tf.where(end, tf.constant(0, tf.int64), gap), end, *label)
+        return state, (image, tf.maximum(whole, state[3]), end, *label)
 
     zero = tf.constant(0, tf.int64)
     # A resumed run may start inside a pass: the first pass end is then checked only if its pass was whole.
     ends = tf.constant(int(whole_first_pass), tf.int64)
-    ds = ds.scan((tf.constant(-1, tf.int64), zero, zero, ends), count)
-    images_only = lambda image, gap, end, *label: tf.logical_not(end)  # noqa: E731
-    drop_end = lambda image, gap, end, *label: (image, gap, *label)  # noqa: E731
+    ds = ds.scan((tf.constant(-1, tf.int64), zero, ends, zero, zero), count)
+    images_only = lambda image, skipped, end, *label: tf.logical_not(end)  # noqa: E731
+    drop_end = lambda image, skipped, end, *label: (image, skipped, *label)  # noqa: E731
     return ds.filter(images_only).map(drop_end)
 
 
 def _count_and_scale(
-    counter: SkipCounter, images: tf.Tensor, gaps: tf.Tensor, *labels: tf.Tensor
+    counter: SkipCounter, images: tf.Tensor, skipped: tf.Tensor, *labels: tf.Tensor
 ) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
-    """Adds a batch's skipped images to `counter` (one Python call, only when there are some); scales.
+    """Tells `counter` how many items a pass skips, as far as this batch shows (one Python call, only when
+    there are some); scales.
 
     Returns the [-1, 1] images, or (images, int32 labels) for a labelled batch.
     """
-    skipped = tf.reduce_sum(gaps)
+    most = tf.reduce_max(skipped)
 
     def record() -> tf.Tensor:
-        return tf.numpy_function(lambda n: (counter.add(n), n)[1], [skipped], tf.int64)
+        return tf.numpy_function(lambda n: (counter.add(n), n)[1], [most], tf.int64)
 
-    done = tf.cond(skipped > 0, record, lambda: skipped)
+    done = tf.cond(most > 0, record, lambda: most)
     with tf.control_dependencies([done]):
         images = to_unit_range(images)
     return (images, tf.cast(labels[0], tf.int32)) if labels else images
@@ -170,6 +178,7 @@ def make_dataset(
         keys = keys.map(lambda key, *label: (key, tf.constant(False), *label))
 
     # Fetch and decode.
+    source.skipped.name, source.skipped.num_items = source.name, source.num_examples
     if source.decoded:
         whole = skip % (per_pass + 1) == 0  # The first pass end follows a whole pass.
         records = source.fetch_marked(keys)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import zipfile
 from typing import Any
 
 import keras
@@ -21,6 +22,7 @@ from keras import layers
 from dcgan_tf import data
 from dcgan_tf import images as images_lib
 from dcgan_tf.config import Config, ConfigError
+from dcgan_tf.paths import error_text, is_url
 
 NUM_CLASSES = 10
 INPUT_SIZE = 28
@@ -149,7 +151,25 @@ def load_feature_model(path: str) -> keras.Model:
             f'--classifier_path={path} does not exist; train one with --mode=train_classifier '
             f'(--dataset=mnist or fashion_mnist).'
         )
-    model = keras.saving.load_model(path, compile=False)
+    if path.endswith('.keras') and not is_url(path) and not zipfile.is_zipfile(path):
+        raise ConfigError(
+            f'--classifier_path={path} is not a .keras file (a zip archive); give the one '
+            f'--mode=train_classifier wrote.'
+        )
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001 - Keras raises ValueError, OSError, zip and h5 errors alike.
+        raise ConfigError(
+            f'--classifier_path={path} cannot be loaded as a Keras model ({error_text(e)}); give the .keras '
+            f'file --mode=train_classifier wrote.'
+        ) from None
+    names = {layer.name for layer in model.layers}
+    if not {LOGITS_LAYER, FEATURES_LAYER} <= names:
+        raise ConfigError(
+            f"--classifier_path={path} is a Keras model but not one of this project's classifiers (it has "
+            f'no {FEATURES_LAYER} and {LOGITS_LAYER} layers); give the .keras file --mode=train_classifier '
+            f'wrote.'
+        )
     logits = model.get_layer(LOGITS_LAYER).output
     return keras.Model(
         model.inputs,

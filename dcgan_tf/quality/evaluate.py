@@ -23,6 +23,9 @@ from dcgan_tf.quality.features import FeatureNet, accumulate, build_feature_net
 from dcgan_tf.quality.metrics import FeatureStats, compare, is_better
 
 EVAL_BATCH = 250
+# Below this many samples FID and KID are biased upwards and noisy: the figures describe the sample
+# size more than the generator (papers use 10,000 to 50,000).
+MIN_MEANINGFUL_SAMPLES = 1000
 BEST_DIR = 'best'
 BEST_FILE = 'best.json'
 
@@ -225,15 +228,28 @@ def restore_best_generators(workdir: str):
 
 def export_best(workdir: str, path: str | None = None) -> str:
     """`--export_best`: the best-evaluated checkpoint -> a SavedModel (default `<workdir>/saved_model`)."""
+    path, target = export.default_target(workdir, path)
+    export.check_target(path, target)
     cfg, generator, ema_generator, step = restore_best_generators(workdir)
-    path = path or os.path.join(workdir, export.EXPORT_DIR)
     logging.info('Exporting the best checkpoint (step %d) to %s.', step, path)
-    return export.save(
-        path, generator, cfg, step, ema_generator, class_names=workdir_lib.read_class_names(workdir)
-    )
+    classes = workdir_lib.read_class_names(workdir)
+    return export.save(path, generator, cfg, step, ema_generator, class_names=classes, target=target)
 
 
 # --- --mode=evaluate ---
+
+
+def small_sample_warning(num: int, dim: int) -> str | None:
+    """Why figures from `num` samples of `dim`-dimensional features mean little, or None."""
+    if num >= max(MIN_MEANINGFUL_SAMPLES, dim):
+        return None
+    singular = ''
+    if num <= dim:
+        singular = f', fewer than the {dim} feature dimensions, so the covariance is singular'
+    return (
+        f'only {num} samples{singular}: FID and KID from so few are biased upwards and noisy; compare '
+        f'figures measured on 10,000 or more (papers use 50,000)'
+    )
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -246,6 +262,8 @@ def format_table(result: dict[str, Any]) -> str:
             text = f'{value:.6g}' if isinstance(value, float) else str(value)
             lines.append(f'  {key:<{width}}  {text}')
     lines.append(f'seconds: {result["seconds"]:.1f}')
+    if result.get('warning'):
+        lines.append(f'warning: {result["warning"]}')
     return '\n'.join(lines)
 
 
@@ -282,6 +300,11 @@ def run(cfg: Config, workdir: str) -> dict[str, Any]:
         },
         'seconds': round(time.perf_counter() - start, 1),
     }
+    dim = 0 if generated.gaussian.total is None else len(generated.gaussian.total)
+    warning = small_sample_warning(min(generated.count, real.count), dim)
+    if warning:
+        result['warning'] = warning
+        logging.warning('%s.', warning[0].upper() + warning[1:])
     print(json.dumps(result), flush=True)
     print(format_table(result), flush=True)
     return result

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from dcgan_tf.config import Config, ConfigError
+from dcgan_tf.paths import error_text
 from dcgan_tf.quality import classifier
 from dcgan_tf.quality.metrics import FeatureStats
 
@@ -34,6 +35,16 @@ class FeatureNet:
         return np.asarray(features), None if probabilities is None else np.asarray(probabilities)
 
 
+def _load_weights(model: keras.Model, weights: str) -> None:
+    try:
+        model.load_weights(weights)
+    except Exception as e:  # noqa: BLE001 - h5py, Keras and zip errors alike: the file is not these weights.
+        raise ConfigError(
+            f'--inception_weights={weights} cannot be loaded into InceptionV3 ({error_text(e)}); give '
+            f"Keras' inception_v3_weights_tf_dim_ordering_tf_kernels(_notop).h5."
+        ) from None
+
+
 def _inception_model(weights: str):
     notop = weights not in ('imagenet', 'none') and 'notop' in os.path.basename(weights)
     if weights == 'imagenet':
@@ -47,12 +58,12 @@ def _inception_model(weights: str):
             ) from e
     elif notop:
         model = keras.applications.InceptionV3(include_top=False, weights=None, pooling='avg')
-        model.load_weights(weights)
+        _load_weights(model, weights)
         return model, False
     else:
         model = keras.applications.InceptionV3(weights=None)
         if weights != 'none':
-            model.load_weights(weights)
+            _load_weights(model, weights)
     # The 2048-d pool features for the distances and the 1000-way softmax for score and coverage.
     return keras.Model(model.inputs, [model.get_layer('avg_pool').output, model.output]), True
 

@@ -24,7 +24,7 @@ from typing import Any
 import tensorflow as tf
 from absl import logging
 
-from dcgan_tf import images
+from dcgan_tf import images, paths
 from dcgan_tf.config import (
     MODEL_FLAGS,
     Config,
@@ -97,23 +97,46 @@ def read_bytes(path: str) -> bytes:
 
 def error_line(error: BaseException) -> str:
     """The first line of an error's message, at most 200 characters."""
-    text = getattr(error, 'message', None) or getattr(error, 'strerror', None) or str(error)
-    return (text.strip().splitlines() or [type(error).__name__])[0][:200]
+    return paths.error_text(error)
 
 
-# --- the folder: overwrite and the writability probe ---
+# --- the folder: the writability probe ---
 
 
-def check_overwrite(workdir: str) -> None:
-    """Refuses --overwrite of a folder that is not a run: `--workdir=. --overwrite` cannot wipe a project."""
-    if not tf.io.gfile.isdir(workdir):
-        return
-    entries = [e.rstrip('/') for e in tf.io.gfile.listdir(workdir)]
-    if [e for e in entries if e != LOCK_FILE] and CONFIG_FILE not in entries:
-        raise ConfigError(
-            f'--overwrite refuses to delete --workdir={workdir}: it holds files but no {CONFIG_FILE}, '
-            f'so it is not a dcgan_tf run folder.'
-        )
+_FILES = (CONFIG_FILE, CLASSES_FILE, METRICS_FILE, LOCK_FILE, os.path.join(CHECKPOINT_DIR, 'checkpoint'))
+_FOLDERS = (CHECKPOINT_DIR, TENSORBOARD_DIR, SAMPLES_DIR, EXPORT_DIR)
+
+
+def _wrong_kind(path: str, expected: str) -> str | None:
+    """What `path` is when it exists and is not a `expected` ('file' or 'folder'); None otherwise."""
+    if is_url(path):
+        if not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path) == (expected == 'folder'):
+            return None
+        return 'a folder' if expected == 'file' else 'a file'
+    found = paths.kind(path)
+    if found in ('missing', expected):
+        return None
+    return f'an {found}' if found[0] in 'aeiou' else f'a {found}'
+
+
+def check_layout(workdir: str) -> None:
+    """ConfigError (one sentence) when an entry of the run folder is of the wrong kind: a folder where the run
+    keeps a file (lock.json, metrics.jsonl, checkpoints/checkpoint, ...), a file where it keeps a folder
+    (samples/, checkpoints/, ...), or a FIFO, socket or device anywhere in it (reading one blocks forever)."""
+    wrong = _wrong_kind(workdir, 'folder')
+    if wrong:
+        raise ConfigError(f'--workdir={workdir} is {wrong}, not a folder; give a folder for the run.')
+    for names, expected in ((_FILES, 'file'), (_FOLDERS, 'folder')):
+        for name in names:
+            path = os.path.join(workdir, name)
+            wrong = _wrong_kind(path, expected)
+            if wrong:
+                raise ConfigError(
+                    f'--workdir={workdir}: {path} is {wrong} where the run keeps a {expected}; move it away '
+                    f'and rerun.'
+                )
+    if not is_url(workdir):
+        paths.require_no_special_files(workdir, '--workdir')
 
 
 def ensure_writable(folder: str, flag: str = '--workdir', advice: str = '') -> None:
@@ -126,21 +149,6 @@ def ensure_writable(folder: str, flag: str = '--workdir', advice: str = '') -> N
         tf.io.gfile.remove(probe)
     except (tf.errors.OpError, OSError) as e:
         raise ConfigError(f'{flag}={folder} is not writable ({error_line(e)}){advice}.') from None
-
-
-def clear(workdir: str) -> None:
-    """--overwrite: deletes everything in the workdir but the lock of the trainer doing it."""
-    check_overwrite(workdir)
-    for entry in tf.io.gfile.listdir(workdir):
-        entry = entry.rstrip('/')
-        path = os.path.join(workdir, entry)
-        if entry == LOCK_FILE:
-            continue
-        if tf.io.gfile.isdir(path):
-            tf.io.gfile.rmtree(path)
-        else:
-            tf.io.gfile.remove(path)
-    logging.info('--overwrite: deleted the previous run in %s.', workdir)
 
 
 # --- config.cfg ---
@@ -168,11 +176,12 @@ def recorded_config(workdir: str) -> Config:
     return config_from_flagfile(text, config_path(workdir))
 
 
-def check_config(workdir: str, cfg: Config) -> None:
-    """Refuses to resume a workdir whose recorded model flags differ from `cfg`'s."""
+def check_config(workdir: str, cfg: Config) -> Config | None:
+    """Refuses to resume a workdir whose recorded model flags differ from `cfg`'s; returns the recorded
+    Config (None for a folder without config.cfg), so the caller can see what else changed."""
     text = read_config_text(workdir)
     if text is None:
-        return
+        return None
     old = parse_flagfile(text, config_path(workdir))
     new = parse_flagfile(to_flagfile(cfg), 'the flags')
     differing = [n for n in MODEL_FLAGS if n in old and old[n] != new[n]]
@@ -182,10 +191,54 @@ def check_config(workdir: str, cfg: Config) -> None:
             + ', '.join(f'--{n}={old[n]} there, {new[n]} now' for n in differing)
             + '); use another --workdir or --overwrite to start afresh.'
         )
+    recorded = config_from_flagfile(text, config_path(workdir))
+    if (recorded.ema_decay > 0) != (cfg.ema_decay > 0):
+        # The averaged generator is part of the checkpoints (or not): the run keeps what it started with.
+        there, now = f'{recorded.ema_decay:g}', f'{cfg.ema_decay:g}'
+        raise ConfigError(
+            f'--workdir={workdir} holds a run trained {"with" if recorded.ema_decay else "without"} the '
+            f'averaged generator (--ema_decay={there} there, {now} now); resume with --ema_decay={there}, '
+            f'or start afresh in another --workdir or with --overwrite.'
+        )
+    return recorded
+
+
+def export_step(path: str) -> int | None:
+    """The step an export of ours was written at, from its metadata file; None where there is none."""
+    metadata = os.path.join(path, 'assets.extra', 'dcgan_metadata.json')
+    try:
+        return int(json.loads(read_bytes(metadata).decode('utf-8'))['step'])
+    except (tf.errors.OpError, OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def progress_without_checkpoint(workdir: str, checkpoint_every: int) -> str | None:
+    """What shows that the run in `workdir` once had a checkpoint (when it has none now), or None.
+
+    A run saves a checkpoint every `checkpoint_every` steps (and at its end, before exporting): metrics or
+    a sample grid beyond the first of those steps, or an export, were written after one. A run killed
+    before its first checkpoint shows none of these, and starts again from step 0.
+    """
+    records = read_metrics(workdir)
+    logged = max((r['step'] for r in records), default=0)
+    grids = tf.io.gfile.glob(os.path.join(samples_dir(workdir), 'step_*.png'))
+    drawn = max(
+        (int(os.path.basename(g)[5:12]) for g in grids if os.path.basename(g)[5:12].isdigit()), default=0
+    )
+    exported = export_step(export_path(workdir))
+    if exported:
+        return f'an export at step {exported} ({export_path(workdir)})'
+    if logged > checkpoint_every:
+        return f'metrics up to step {logged} ({metrics_path(workdir)})'
+    if drawn > checkpoint_every:
+        return f'sample grids up to step {drawn} ({samples_dir(workdir)})'
+    return None
 
 
 def write_config(workdir: str, cfg: Config) -> None:
-    write_file(config_path(workdir), to_flagfile(cfg).encode())
+    """config.cfg, its --workdir absolute: `--flagfile=<run>/config.cfg` means the same run from anywhere."""
+    where = workdir if is_url(workdir) else os.path.abspath(workdir)
+    write_file(config_path(workdir), to_flagfile(cfg.replace(workdir=where)).encode())
 
 
 # --- classes.txt ---

@@ -145,11 +145,12 @@ def restore_newest(directory: str, restore: Callable[[str], None], workdir: str)
                 f'{name} has shape {there} there, {here} with these flags); resume with the model flags it '
                 f'was trained with or use another --workdir.'
             ) from None
-        except AssertionError as e:  # assert_existing_objects_matched: a layer the checkpoint lacks.
+        except AssertionError:  # assert_existing_objects_matched: a layer the checkpoint lacks.
+            held = ', '.join(sorted(checkpoint_objects(prefix)))
             raise ConfigError(
                 f'--workdir={workdir} holds a checkpoint of another model ({os.path.basename(prefix)} lacks '
-                f'parts of this one: {error_line(e)[:120]}); resume with the model flags it was trained '
-                f'with or use another --workdir.'
+                f'parts of this one; it holds {held}); resume with the model flags it was trained with or '
+                f'use another --workdir.'
             ) from None
         except (tf.errors.OpError, IndexError, OSError) as e:
             problems.append(f'{os.path.basename(prefix)}: {restore_failure(e)}')
